@@ -106,7 +106,7 @@ def test_help_and_module_entry(tmp_path):
 def _params(wd):
   import jax
   from unsupjax import autoencoder as ae, train
-  like = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(), np.zeros((1, 8, 8, 1), np.float32))
+  like = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(), np.zeros((1, 64), np.float32))
   return train.restore_state(wd, like)
 
 
