@@ -25,6 +25,9 @@ from unsupjax.train import TrainingDiverged
 # Model name -> task module (`unsupjax train NAME`).
 TRAIN_TASKS: dict[str, str] = {
     "ae": "unsupjax.tasks.ae",
+    "conv-ae": "unsupjax.tasks.conv_ae",
+    "dae": "unsupjax.tasks.dae",
+    "vae": "unsupjax.tasks.vae",
 }
 
 # Top-level command -> task module (`unsupjax NAME`).

@@ -188,6 +188,23 @@ def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
   os.replace(tmp, workdir / SUMMARY_FILE)
 
 
+def fit_summary(model: str, args: argparse.Namespace, run_config: dict,
+                result: train.FitResult, t_start: float) -> dict[str, Any]:
+  """The summary keys every trained model reports."""
+  epoch_times = [r["epoch_seconds"] for r in result.history]
+  last = result.history[-1] if result.history else {}
+  return {
+      "model": model, "dataset": args.dataset, "config": run_config,
+      "epochs": args.epochs, "steps": int(result.state.step),
+      "train_loss": last.get("train_loss"),
+      "compile_seconds": result.compile_seconds,
+      "median_epoch_seconds": float(np.median(epoch_times)) if epoch_times else None,
+      "wall_seconds": time.perf_counter() - t_start,
+      "resumed_from_epoch": result.start_epoch,
+      "device": device_description(),
+  }
+
+
 def device_description() -> str:
   import jax
   d = jax.devices()[0]
