@@ -57,6 +57,27 @@ def make_step(tx, max_shift: int):
   return step
 
 
+def normalize_features(params, x, batch_size=1000):
+  """Rescales the feature layer so E_train ||f||^2 / d = 1; logits unchanged.
+
+  ReLU is positively homogeneous, so multiplying the feature layer's kernel
+  and bias by c and the logit layer's kernel by 1/c leaves the classifier
+  as it was and scales the features by c. Unit-scale features keep the
+  cubic KID kernel (a.b/d + 1)^3 in its intended regime and FIDs in a
+  readable range.
+  """
+  feat = jax.jit(lambda p, b: F.MnistNet().apply({"params": p}, b,
+                                                 return_features=True))
+  sq = sum(float(jnp.sum(feat(params, x[s:s + batch_size]) ** 2))
+           for s in range(0, len(x), batch_size))
+  c = float(np.sqrt(len(x) * F.FEATURE_DIM / sq))
+  params = jax.tree.map(lambda a: a, params)  # a copy to edit
+  params["features"] = {k: v * c for k, v in params["features"].items()}
+  params["logits"] = dict(params["logits"], kernel=params["logits"]["kernel"] / c)
+  print(f"feature scale: x{c:.4f}")
+  return params
+
+
 @jax.jit
 def predict(params, x):
   return jnp.argmax(F.MnistNet().apply({"params": params}, x), -1)
@@ -119,6 +140,7 @@ def main(argv=None) -> int:
     print(f"epoch {e + 1}/{args.epochs}: train loss {loss:.4f} "
           f"({time.perf_counter() - t0:.1f} s)", flush=True)
 
+  params = normalize_features(params, x_all)
   acc = accuracy(params, test.x, test.y)
   params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
   blob = flax.serialization.to_bytes(params)

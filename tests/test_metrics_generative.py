@@ -273,6 +273,10 @@ def test_uniform_samples_over_all_modes_cover_all_with_zero_rkl():
     assert int(got.modes_covered) == k
     assert float(got.hq_fraction) == 1.0
     assert abs(float(got.reverse_kl)) < 1e-6
+    summary = got.summary()
+    assert summary["modes_covered"] == k and summary["hq_fraction"] == 1.0
+    assert set(summary) == {"modes_covered", "hq_fraction", "reverse_kl"}
+  assert modes.MODE_SETS["ring8"] is modes.RING8
 
 
 def test_mode_stats_matches_a_hand_count():

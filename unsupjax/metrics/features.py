@@ -2,7 +2,9 @@
 
 Offers:
   * `MnistNet`: a small Flax Linen conv classifier for 28x28x1 images in
-    [0, 1]; its penultimate layer (64 ReLU units) is the feature space.
+    [0, 1] (99.27% MNIST test accuracy); its penultimate layer (64 ReLU
+    units) is the feature space, scaled so that the mean of ||f||² / 64 over
+    the MNIST train split is 1.
   * `load_feature_net(path=None)`: the shipped, trained weights
     (`unsupjax/assets/mnist_features.msgpack`, written by
     `scripts/train_feature_net.py`), verified against a SHA-256 stored here.
@@ -39,7 +41,7 @@ IMAGE_SHAPE = (28, 28)
 ASSET_NAME = "mnist_features.msgpack"
 # SHA-256 of the shipped weights file; printed by scripts/train_feature_net.py.
 FEATURE_NET_SHA256 = (
-    "48fabdb85dabc255438bd1893173874a02315cd501714371d243030a6cb69df4")
+    "7ec3cda997c4d80bae3edd3e802bea8d015b17407375de678ce1dc5b8eb948dc")
 
 
 class MnistNet(nn.Module):

@@ -7,6 +7,7 @@ Offers:
               i = 0..7 (i = 0 at (1, 0), counter-clockwise), σ = 0.01.
       GRID25: 25 Gaussians, means at (−4 + 2i, −4 + 2j), i, j = 0..4
               (mode 5i + j), σ = 0.05.
+  * `MODE_SETS`: {"ring8": RING8, "grid25": GRID25}.
   * `mode_stats(samples, centres, sigma)`: the PacGAN/VEEGAN protocol.
     A sample is high quality (HQ) if it lies within `threshold`·σ (3σ) of
     its nearest mode centre; a mode is covered if it is the nearest centre
@@ -61,6 +62,8 @@ def _grid25() -> ModeSet:
 
 RING8 = _ring8()
 GRID25 = _grid25()
+# Dataset name -> its modes, for code that evaluates a run by dataset name.
+MODE_SETS = {"ring8": RING8, "grid25": GRID25}
 STACKED_MNIST_MODES = 1000
 
 
@@ -72,6 +75,13 @@ class ModeStats(NamedTuple):
   hq_fraction: jax.Array
   reverse_kl: jax.Array
   counts: jax.Array
+
+  def summary(self) -> dict[str, float | int]:
+    """The scalars as plain Python numbers, under the names a run's
+    `summary.json` and `metrics.jsonl` use."""
+    return {"modes_covered": int(self.modes_covered),
+            "hq_fraction": float(self.hq_fraction),
+            "reverse_kl": float(self.reverse_kl)}
 
 
 def _kl_to_uniform(counts: jax.Array) -> jax.Array:
