@@ -21,8 +21,8 @@ Offers:
 
 All functions are pure jnp (jit-able) once inputs are validated.
 
-Does not offer: drawing samples from the mixtures (the data module does
-that); the mixtures' centres here are the single source of truth for them.
+Does not offer: drawing samples from the mixtures (the toy-data module
+does that, with the same documented geometry).
 """
 
 from __future__ import annotations
