@@ -17,19 +17,16 @@ peak.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
 
-_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-if any(v in os.environ for v in _BLAS_VARS):
-  # These slow OpenBLAS here; re-exec this process without them.
-  env = {k: v for k, v in os.environ.items() if k not in _BLAS_VARS}
-  os.execve(sys.executable, [sys.executable] + sys.argv, env)
+sys.path.insert(0, os.path.dirname(__file__))
+import _bench  # noqa: E402
+
+_bench.reexec_without_blas_throttles()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -53,35 +50,6 @@ def timed(fn, reps=3):
     out = jax.block_until_ready(fn())
     times.append(time.perf_counter() - t0)
   return statistics.median(times), out
-
-
-def matmul_peak(n=2048, reps=5) -> float:
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  f = jax.jit(lambda x: jnp.dot(x, x)).lower(a).compile()
-  jax.block_until_ready(f(a))
-  t, _ = timed(lambda: f(a), reps)
-  return 2 * n**3 / t
-
-
-def machine() -> dict:
-  model = "unknown"
-  try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  try:
-    from threadpoolctl import threadpool_info
-    blas = [f"{i.get('internal_api')} {i.get('version')} "
-            f"{i.get('architecture')} ({i.get('num_threads')} threads)"
-            for i in threadpool_info() if i.get("user_api") == "blas"]
-  except ImportError:
-    blas = ["threadpoolctl not installed"]
-  return dict(cores=os.cpu_count(), cpu=model, python=platform.python_version(),
-              jax=jax.__version__, backend=jax.default_backend(),
-              devices=str(jax.devices()), blas=blas)
 
 
 def net_macs_per_image() -> int:
@@ -133,8 +101,8 @@ def main(argv=None) -> int:
   p.add_argument("--prdc-n", type=int, default=10000)
   args = p.parse_args(argv)
 
-  info = machine()
-  peak = matmul_peak()
+  info = dict(_bench.machine(), blas=_bench.blas_info())
+  peak = _bench.matmul_peak_flops()
   train = data.load("mnist", "train", data_dir=args.data_dir)
   test = data.load("mnist", "test", data_dir=args.data_dir)
   net = F.load_feature_net()
@@ -211,7 +179,7 @@ def main(argv=None) -> int:
                          **{k: float(v) for k, v in pr._asdict().items()})
 
   print(f"Machine: {info['cores']} cores, {info['cpu']}, JAX {info['jax']} "
-        f"backend {info['backend']}; BLAS: {'; '.join(info['blas'])}")
+        f"backend {info['backend']} ({info['device']}); BLAS: {info['blas']}")
   print(f"f32 matmul peak (2048^3 jnp.dot): {peak / 1e9:.1f} GFLOP/s")
   fe = results["feature_extraction"]
   print(f"Feature extraction: {fe['images_per_s']:.0f} images/s "
@@ -228,8 +196,7 @@ def main(argv=None) -> int:
   print("|---|---|---|---|---|---|")
   for r in rows:
     print("| " + " | ".join(r) + " |")
-  if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
+  _bench.write_json(args.json, results)
   return 0
 
 

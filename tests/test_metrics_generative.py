@@ -107,6 +107,23 @@ def test_frechet_distance_under_jit_uses_float64_algebra():
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_frechet_distance_on_device_in_float64_when_x64_is_on():
+  rng = np.random.default_rng(31)
+  d = 16
+  s1, s2 = _random_cov(rng, d, 6), _random_cov(rng, d, 6)
+  mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+  want = _scipy_fd(mu1, s1, mu2, s2)
+  with jax.enable_x64(True):
+    got = jax.jit(fidlib.frechet_distance)(mu1, s1, mu2, s2)
+    assert got.dtype == jnp.float64
+    x = rng.normal(size=(200, d))
+    shifted = fidlib.fid(x, x + 0.5)
+    assert shifted.dtype == jnp.float64
+  np.testing.assert_allclose(float(got), want, rtol=1e-3)
+  # A pure shift: FID = ‖shift‖², exactly up to float64 round-off.
+  np.testing.assert_allclose(float(shifted), d * 0.25, rtol=1e-9)
+
+
 def test_gaussian_stats_matches_numpy():
   x = np.random.default_rng(4).normal(3.0, 2.0, size=(300, 7))
   mu, sigma = fidlib.gaussian_stats(x.astype(np.float32))

@@ -73,8 +73,7 @@ class MnistNet(nn.Module):
 
 
 class FeatureNet(NamedTuple):
-  """The network and its params. `sha256` names the weights it came from."""
-  module: MnistNet
+  """`MnistNet()` params, and the SHA-256 of the file they came from."""
   params: dict
   sha256: str
 
@@ -138,7 +137,7 @@ def load_feature_net(path: str | os.PathLike | None = None, *,
         f"path: {path} does not hold MnistNet params (shapes {got}, "
         f"expected {want})")
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
-  return FeatureNet(MnistNet(), params, digest)
+  return FeatureNet(params, digest)
 
 
 @functools.lru_cache(maxsize=1)
