@@ -178,3 +178,16 @@ def test_family_bad_input(tmp_path, model, args, message):
   out = _run(["train", model, "--no-progress", *args], tmp_path)
   assert out.returncode == 2 and message in out.stderr, out.stderr
   assert "Traceback" not in out.stderr
+
+
+def test_evaluate_reopens_a_run_from_its_files(tmp_path):
+  assert _run(["train", "ae", "--workdir", "r", "--epochs", "3", "--no-progress"],
+              tmp_path).returncode == 0
+  out = _run(["evaluate", "r"], tmp_path)
+  assert out.returncode == 0, out.stderr
+  evaluated = json.loads((tmp_path / "r" / "eval.json").read_text())
+  summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+  assert evaluated["test_mse"] == pytest.approx(summary["test_mse"], rel=1e-6)
+  assert evaluated["step"] == summary["steps"]
+  bad = _run(["evaluate", "nowhere"], tmp_path)
+  assert bad.returncode == 2 and "workdir: expected a run directory" in bad.stderr

@@ -117,10 +117,24 @@ def make_task(model: str, help_text: str, arch: str, denoising: bool) -> SimpleN
           f"{result.compile_seconds:.2f} s) -> {workdir}")
     return summary
 
+  def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
+    cfg = record["config"]
+    config = autoencoder.AEConfig(
+        arch=cfg["arch"], hidden=tuple(cfg["hidden"]),
+        conv_features=tuple(cfg["conv_features"]), latent_dim=cfg["latent_dim"],
+        learning_rate=cfg["lr"], loss=cfg["loss"], corruption=cfg["corruption"],
+        noise_level=cfg["noise_level"])
+    test_ds = common.load_test_split(record, args)
+    test_x = test_ds.flat() if arch == "dense" else test_ds.x
+    like = autoencoder.init_state(jax.random.PRNGKey(0), config, test_x[:1])
+    state = train.restore_state(workdir, like)
+    values = train.evaluate(state, autoencoder.eval_step, test_x)
+    return {"step": int(state.step), **{f"test_{k}": v for k, v in values.items()}}
+
   return SimpleNamespace(HELP=help_text, add_arguments=add_arguments, run=run,
-                         build_config=build_config)
+                         build_config=build_config, evaluate=evaluate)
 
 
 _task = make_task("ae", "dense autoencoder (784-128-32-128-784 on MNIST: ReLU, "
                   "sigmoid output, binary cross-entropy, Adam)", "dense", False)
-HELP, add_arguments, run = _task.HELP, _task.add_arguments, _task.run
+HELP, add_arguments, run, evaluate = _task.HELP, _task.add_arguments, _task.run, _task.evaluate

@@ -123,6 +123,16 @@ def load_splits(args: argparse.Namespace) -> tuple[data_lib.Dataset, data_lib.Da
   return tr, te
 
 
+def load_test_split(record: dict[str, Any], args: argparse.Namespace) -> data_lib.Dataset:
+  """The test split of a saved run's dataset (for `unsupjax evaluate`)."""
+  name = record["config"]["dataset"]
+  try:
+    return data_lib.load(name, "test", data_dir=args.data_dir,
+                         download=not args.no_download, cache_dir=args.cache_dir)
+  except data_lib.DatasetError as e:
+    raise UsageError(f"--data-dir: the run's dataset cannot be loaded: {e}") from None
+
+
 def prepare_workdir(args: argparse.Namespace, model: str,
                     run_config: dict[str, Any]) -> pathlib.Path:
   """Checks --workdir and records what trains in it.

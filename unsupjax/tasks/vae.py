@@ -95,6 +95,38 @@ def _save_latent_plot(path, state, test_x, labels, image_shape):
   plt.close(fig)
 
 
+def _iwae(state, x, key, k: int) -> float:
+  """Mean IWAE-k NLL over x, 100 examples per compiled call."""
+  fn = jax.jit(functools.partial(vae.iwae_nll, k=k, chunk=IWAE_CHUNK))
+  values = [fn(state, x[i:i + 100], jax.random.fold_in(key, i))
+            for i in range(0, len(x), 100)]
+  return float(jnp.mean(jnp.concatenate(values)))
+
+
+def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
+  cfg = record["config"]
+  config = vae.VAEConfig(arch=cfg["arch"], hidden=tuple(cfg["hidden"]),
+                         conv_features=tuple(cfg["conv_features"]),
+                         latent_dim=cfg["latent_dim"], beta=cfg["beta"],
+                         likelihood=cfg["likelihood"], binarize=cfg["binarize"],
+                         learning_rate=cfg["lr"])
+  test_ds = common.load_test_split(record, args)
+  test_grey = test_ds.flat() if config.arch == "dense" else test_ds.x
+  _, _, test_key, _, iwae_key = jax.random.split(jax.random.PRNGKey(cfg["seed"]), 5)
+  test_x = (np.asarray(vae.binarize(test_key, test_grey)) if config.binarize
+            else test_grey)
+  like = vae.init_state(jax.random.PRNGKey(0), config, test_x[:1])
+  state = train.restore_state(workdir, like)
+  values = train.evaluate(state, vae.eval_step, test_x)
+  out = {"step": int(state.step), "test_neg_elbo": values["neg_elbo"],
+         "test_kl": values["kl"], "test_nll_term": values["nll"]}
+  if args.iwae_k > 0:
+    n = min(args.iwae_examples, len(test_x))
+    out.update(test_iwae_nll=_iwae(state, test_x[:n], iwae_key, args.iwae_k),
+               iwae_k=args.iwae_k, iwae_examples=n)
+  return out
+
+
 def run(args: argparse.Namespace) -> dict:
   t_start = time.perf_counter()
   common.resolve_common(args, MODEL, DEFAULTS)
@@ -146,11 +178,8 @@ def run(args: argparse.Namespace) -> dict:
                   if config.binarize else "inputs as given"})
   if args.iwae_k:
     t_iwae = time.perf_counter()
-    iwae = jax.jit(functools.partial(vae.iwae_nll, k=args.iwae_k, chunk=IWAE_CHUNK))
     x_eval = test_x[:args.iwae_examples]
-    values = [iwae(state, x_eval[i:i + 100], jax.random.fold_in(iwae_key, i))
-              for i in range(0, len(x_eval), 100)]
-    summary["test_iwae_nll"] = float(jnp.mean(jnp.concatenate(values)))
+    summary["test_iwae_nll"] = _iwae(state, x_eval, iwae_key, args.iwae_k)
     summary["iwae_k"] = args.iwae_k
     summary["iwae_examples"] = len(x_eval)
     summary["iwae_seconds"] = time.perf_counter() - t_iwae
