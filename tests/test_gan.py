@@ -437,3 +437,58 @@ def test_ring8_learning_check():
   samples = np.asarray(gan.sample(state, k_sample, 2500))
   covered, hq = _nearest_centre_coverage(samples, toys.RING8_CENTERS, toys.RING8_SIGMA)
   assert covered >= 7, (covered, hq)
+
+
+# -------------------------------------------------------------------- CLI ---
+
+
+def _cli(args, tmp_path):
+  import os
+  import subprocess
+  import sys
+  from conftest import REPO
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             UNSUPJAX_CACHE_DIR=str(tmp_path / "cache"),
+             PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return subprocess.run([sys.executable, "-m", "unsupjax", "train", "gan", *args],
+                        cwd=tmp_path, env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_cli_ring8_leaves_its_files(tmp_path):
+  import json
+  wd = tmp_path / "run"
+  out = _cli(["--epochs", "1", "--batch-size", "512", "--workdir", str(wd),
+              "--save-samples", "300", "--no-progress"], tmp_path)
+  assert out.returncode == 0, out.stderr
+  assert "modes" in out.stdout
+  record = json.loads((wd / "metrics.jsonl").read_text().splitlines()[0])
+  for k in ("train_d_loss", "train_g_loss", "train_d_real_acc", "train_d_fake_acc",
+            "train_d_grad_norm", "train_g_grad_norm", "test_d_real_acc",
+            "modes_covered", "hq_fraction", "reverse_kl"):
+    assert k in record, k
+  summary = json.loads((wd / "summary.json").read_text())
+  assert summary["steps"] == 100 and summary["config"]["pac"] == 2
+  assert 0 <= summary["modes_covered"] <= 8 and 0 <= summary["hq_fraction"] <= 1
+  samples = np.load(wd / "samples.npy")
+  assert samples.shape == (300, 2) and samples.dtype == np.float32
+  # In the centres' coordinates: the samples are spread around the unit circle.
+  assert 0.3 < float(np.median(np.linalg.norm(samples, axis=1))) < 2.0
+  from PIL import Image
+  assert Image.open(wd / "samples.png").size[0] > 100
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+  nan = np.zeros((100, 3), np.float32)
+  nan[7, 1] = np.nan
+  np.save(tmp_path / "nan.npy", nan)
+  cases = [(["--pac", "3"], "--pac"), (["--n-critic", "0"], "--n-critic"),
+           (["--dataset", str(tmp_path / "nan.npy"), "--batch-size", "10"], "NaN"),
+           (["--loss", "vanilla"], "--loss"),
+           (["--dataset", "ring8", "--output", "sigmoid"], "output='sigmoid'")]
+  for args, expected in cases:
+    out = _cli(args + ["--epochs", "1", "--no-progress", "--workdir",
+                       str(tmp_path / "bad")], tmp_path)
+    assert out.returncode == 2, (args, out.stderr)
+    assert expected in out.stderr, (args, out.stderr)
+    assert "Traceback" not in out.stderr

@@ -25,6 +25,7 @@ from unsupjax.train import TrainingDiverged
 # Model name -> task module (`unsupjax train NAME`).
 TRAIN_TASKS: dict[str, str] = {
     "ae": "unsupjax.tasks.ae",
+    "gan": "unsupjax.tasks.gan",
 }
 
 # Top-level command -> task module (`unsupjax NAME`).
