@@ -455,6 +455,7 @@ def _cli(args, tmp_path):
                         timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_ring8_leaves_its_files(tmp_path):
   import json
   wd = tmp_path / "run"
@@ -478,6 +479,7 @@ def test_cli_ring8_leaves_its_files(tmp_path):
   assert Image.open(wd / "samples.png").size[0] > 100
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2_with_one_line(tmp_path):
   nan = np.zeros((100, 3), np.float32)
   nan[7, 1] = np.nan
@@ -492,3 +494,17 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     assert out.returncode == 2, (args, out.stderr)
     assert expected in out.stderr, (args, out.stderr)
     assert "Traceback" not in out.stderr
+
+
+def test_fit_on_a_users_array(tmp_path):
+  x = np.random.default_rng(0).uniform(size=(128, 3)).astype(np.float32)
+  cfg = _small_config(data_shape=(3,), output="sigmoid", pac=2)
+  result = gan.fit(jax.random.PRNGKey(0), cfg, x, x[:20], epochs=2, batch_size=32,
+                   workdir=tmp_path / "wd", progress=False)
+  assert int(result.state.step) == 8 and len(result.history) == 2
+  assert "test_d_real_acc" in result.history[-1]
+  assert (tmp_path / "wd" / "metrics.jsonl").exists()
+  with pytest.raises(ValueError, match="batch_size"):
+    gan.fit(jax.random.PRNGKey(0), cfg, x, epochs=1, batch_size=31)
+  with pytest.raises(ValueError, match="output='sigmoid'"):
+    gan.fit(jax.random.PRNGKey(0), cfg, x - 0.5, epochs=1, batch_size=32)
