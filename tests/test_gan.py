@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import chex
 import jax
@@ -508,3 +507,15 @@ def test_fit_on_a_users_array(tmp_path):
     gan.fit(jax.random.PRNGKey(0), cfg, x, epochs=1, batch_size=31)
   with pytest.raises(ValueError, match="output='sigmoid'"):
     gan.fit(jax.random.PRNGKey(0), cfg, x - 0.5, epochs=1, batch_size=32)
+
+
+def test_fit_resume_is_exact(tmp_path):
+  """1 epoch, then resume to 2 == 2 epochs straight (SN state and EMA included)."""
+  x = np.asarray(toys.ring8(jax.random.PRNGKey(3), 256))
+  cfg = _small_config(pac=2, spectral_norm=True, ema_decay=0.9)
+  kw = dict(epochs=2, batch_size=64, progress=False)
+  straight = gan.fit(jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "a", **kw)
+  gan.fit(jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "b", **dict(kw, epochs=1))
+  resumed = gan.fit(jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "b", resume=True, **kw)
+  assert resumed.start_epoch == 1 and int(resumed.state.step) == 8
+  chex.assert_trees_all_equal(straight.state, resumed.state)

@@ -146,9 +146,13 @@ class GANConfig:
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    for name in ("gp_weight", "r1_weight", "ema_decay", "g_lr", "d_lr", "b1", "b2"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)):
+        raise ValueError(f"{name}: expected a number, got {v!r}")
     for name in ("gp_weight", "r1_weight"):
       v = getattr(self, name)
-      if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+      if not (math.isfinite(v) and v >= 0):
         raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ValueError(f"ema_decay: expected a value in [0, 1), got {self.ema_decay!r}")
@@ -590,8 +594,10 @@ def eval_step(state: GANState, batch: jax.Array) -> dict[str, jax.Array]:
 
   batch: f32[b, *data_shape] real data. With packing (pac = m), example i is
   judged packed with its m - 1 successors in the batch (cyclically), so
-  every example gets its own value. Fakes come from the EMA generator on
-  latents fixed by the state's key (the same for every batch).
+  every example gets its own value; in a zero-padded last batch (as
+  `train.fit` evaluates) the last m - 1 real examples are packed with
+  padding, and minibatch std sees the padding too. Fakes come from the EMA
+  generator on latents fixed by the state's key (the same for every batch).
 
   Returns d_real_logit, d_fake_logit, d_real_acc, d_fake_acc (1 where D
   decides correctly), d_loss (the configured loss without penalties) and
