@@ -519,3 +519,11 @@ def test_fit_resume_is_exact(tmp_path):
   resumed = gan.fit(jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "b", resume=True, **kw)
   assert resumed.start_epoch == 1 and int(resumed.state.step) == 8
   chex.assert_trees_all_equal(straight.state, resumed.state)
+
+
+def test_toys_agree_with_the_mode_metric():
+  modes = pytest.importorskip("unsupjax.metrics.modes")
+  for name, toy in toys.TOYS.items():
+    ms = modes.MODE_SETS[name]
+    np.testing.assert_array_equal(np.asarray(ms.centres), toy.centers)
+    assert ms.sigma == toy.sigma

@@ -239,7 +239,11 @@ def save_scatter(path: pathlib.Path, samples: np.ndarray, data: np.ndarray,
                label="mode centres")
   ax.set_aspect("equal")
   ax.set_title(title, fontsize=9)
-  ax.legend(loc="upper right", fontsize=7, markerscale=3)
+  legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3,
+                     fontsize=7, frameon=False)
+  handles = getattr(legend, "legend_handles", None) or legend.legendHandles
+  for h in handles[:2]:  # the 2-pixel dots, enlarged in the legend only
+    h.set_sizes([15])
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
