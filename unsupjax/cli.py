@@ -28,6 +28,7 @@ TRAIN_TASKS: dict[str, str] = {
     "conv-ae": "unsupjax.tasks.conv_ae",
     "dae": "unsupjax.tasks.dae",
     "vae": "unsupjax.tasks.vae",
+    "gan": "unsupjax.tasks.gan",
 }
 
 # Top-level command -> task module (`unsupjax NAME`).
