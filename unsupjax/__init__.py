@@ -1,5 +1,21 @@
-"""unsupjax: unsupervised deep learning in JAX/Flax."""
+"""unsupjax: unsupervised deep learning in JAX/Flax.
+
+Modules (one idea each):
+  data         datasets as arrays, keyed epoch order
+  nn           Flax Linen building blocks (they return logits)
+  losses       per-example pure losses
+  autoencoder  dense / conv / denoising autoencoders
+  vae          variational autoencoder, IWAE
+  gan, gan_nets, toys   keyed GAN update, its networks, 2-D toy data
+  train        the training loop (fit, evaluate, checkpoints)
+  metrics      FID/KID, precision/recall/density/coverage, mode counting,
+               the MNIST feature network
+  plots        PNG grids
+"""
+
+from unsupjax import autoencoder, data, gan, gan_nets, losses, metrics, nn, plots, toys, train, vae
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "autoencoder", "data", "gan", "gan_nets", "losses",
+           "metrics", "nn", "plots", "toys", "train", "vae"]

@@ -1,1 +1,11 @@
-"""Evaluation metrics: pure functions on arrays, batched and jit-able."""
+"""Evaluation metrics: pure functions on arrays, batched and jit-able.
+
+  fid       Fréchet distance (FID) and kernel inception distance (KID)
+  prdc      precision / recall / density / coverage from k-NN manifolds
+  modes     mode collapse on the 2-D toys and Stacked MNIST
+  features  the shipped MNIST feature network (checksum-verified)
+"""
+
+from unsupjax.metrics import features, fid, modes, prdc
+
+__all__ = ["features", "fid", "modes", "prdc"]

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unsupjax import toys
 from unsupjax.metrics.fid import check_features
 
 
@@ -43,25 +44,9 @@ class ModeSet(NamedTuple):
   sigma: float
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-  a.setflags(write=False)
-  return a
-
-
-def _ring8() -> ModeSet:
-  angles = 2.0 * np.pi * np.arange(8) / 8
-  centres = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-  return ModeSet(_readonly(centres.astype(np.float32)), 0.01)
-
-
-def _grid25() -> ModeSet:
-  i, j = np.meshgrid(np.arange(5), np.arange(5), indexing="ij")
-  centres = np.stack([-4.0 + 2.0 * i.ravel(), -4.0 + 2.0 * j.ravel()], axis=1)
-  return ModeSet(_readonly(centres.astype(np.float32)), 0.05)
-
-
-RING8 = _ring8()
-GRID25 = _grid25()
+# The toy geometry is defined once, in `unsupjax.toys`.
+RING8 = ModeSet(toys.RING8_CENTERS, toys.RING8_SIGMA)
+GRID25 = ModeSet(toys.GRID25_CENTERS, toys.GRID25_SIGMA)
 # Dataset name -> its modes, for code that evaluates a run by dataset name.
 MODE_SETS = {"ring8": RING8, "grid25": GRID25}
 STACKED_MNIST_MODES = 1000

@@ -206,21 +206,9 @@ def resolve(args: argparse.Namespace) -> None:
 
 def _mode_stats(samples: np.ndarray, dataset: str) -> dict:
   """modes_covered / hq_fraction / reverse_kl (the PacGAN protocol)."""
+  from unsupjax.metrics import modes
   toy = toys.TOYS[dataset]
-  try:
-    from unsupjax.metrics import modes
-  except ImportError:  # the evaluation module is not installed alongside
-    modes = None
-  if modes is not None:
-    return modes.mode_stats(samples, toy.centers, toy.sigma).summary()
-  d2 = ((samples[:, None, :].astype(np.float64) - toy.centers[None]) ** 2).sum(-1)
-  hq = d2.min(1) <= (3.0 * toy.sigma) ** 2
-  counts = np.bincount(d2.argmin(1)[hq], minlength=len(toy.centers))
-  p = counts / max(counts.sum(), 1)
-  nz = p > 0
-  kl = float(np.sum(p[nz] * np.log(p[nz] * len(p)))) if counts.sum() else float("inf")
-  return {"modes_covered": int((counts > 0).sum()),
-          "hq_fraction": float(hq.mean()), "reverse_kl": kl}
+  return modes.mode_stats(samples, toy.centers, toy.sigma).summary()
 
 
 def save_scatter(path: pathlib.Path, samples: np.ndarray, data: np.ndarray,
