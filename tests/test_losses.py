@@ -60,3 +60,28 @@ def test_psnr():
   got = losses.psnr(y, x)
   np.testing.assert_allclose(got[0], 20.0, rtol=1e-5)  # mse 0.01 -> 20 dB
   np.testing.assert_allclose(got[1], 100.0, rtol=1e-5)  # floored
+
+
+def test_bce_gradients_match_the_textbook_formula():
+  rng = np.random.default_rng(2)
+  logits = jnp.asarray(rng.normal(scale=4, size=(5, 12)).astype(np.float32))
+  target = jnp.asarray(rng.uniform(size=(5, 12)).astype(np.float32))
+  weights = jnp.arange(1.0, 6.0)
+  f = lambda l, t: jnp.sum(weights * losses.bce_with_logits(l, t))
+  g_l, g_t = jax.grad(f, argnums=(0, 1))(logits, target)
+  l64, t64 = np.asarray(logits, np.float64), np.asarray(target, np.float64)
+  w = np.arange(1.0, 6.0)[:, None] / 12
+  np.testing.assert_allclose(g_l, w * (1 / (1 + np.exp(-l64)) - t64), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(g_t, -w * l64, rtol=1e-5, atol=1e-7)
+  # And against central finite differences of the value itself (float64 math).
+  def value64(l):
+    return np.sum(w * (np.maximum(l, 0) - l * t64 + np.log1p(np.exp(-np.abs(l)))))
+  eps = 1e-6
+  i, j = 2, 7
+  bump = np.zeros_like(l64)
+  bump[i, j] = eps
+  fd = (value64(l64 + bump) - value64(l64 - bump)) / (2 * eps)
+  np.testing.assert_allclose(g_l[i, j], fd, rtol=1e-4)
+  # The summed variant shares the gradient, without the 1/features factor.
+  g_sum = jax.grad(lambda l: losses.bernoulli_nll_with_logits(l, target).sum())(logits)
+  np.testing.assert_allclose(g_sum, 1 / (1 + np.exp(-l64)) - t64, rtol=1e-5, atol=1e-7)
