@@ -17,7 +17,6 @@ TFDS, e.g. a GPU box: the numbers are the same data.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import statistics
 import sys
@@ -51,6 +50,7 @@ def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples):
   import jax
   import numpy as np
   from unsupjax import autoencoder as ae, train, vae
+  from unsupjax.metrics import reconstruction
 
   init_key, fit_key, test_key, iwae_key = jax.random.split(jax.random.PRNGKey(seed), 4)
   flat = name in ("ae", "dae", "vae")
@@ -78,16 +78,13 @@ def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples):
   if name == "vae":
     final = train.evaluate(result.state, vae.eval_step, eval_x)
     row["test_neg_elbo"] = final["neg_elbo"]
-    grey = train.evaluate(result.state, lambda s, b: {
-        "mse": ((vae.reconstruct(s, b) - b) ** 2).reshape(b.shape[0], -1).mean(1)}, x_test)
+    grey = reconstruction.dataset_means(
+        lambda b: reconstruction.from_reconstruction(vae.reconstruct(result.state, b), b), x_test)
     row["test_mse"] = grey["mse"]
     if iwae_k:
       t = time.perf_counter()
-      fn = jax.jit(functools.partial(vae.iwae_nll, k=iwae_k, chunk=100))
-      xs = eval_x[:iwae_examples]
-      vals = [np.asarray(fn(result.state, xs[i:i + 100], jax.random.fold_in(iwae_key, i)))
-              for i in range(0, len(xs), 100)]
-      row["test_iwae_nll"] = float(np.mean(np.concatenate(vals)))
+      row["test_iwae_nll"] = vae.dataset_iwae_nll(result.state, eval_x[:iwae_examples],
+                                                  iwae_key, iwae_k)
       row["iwae_seconds"] = time.perf_counter() - t
   else:
     final = train.evaluate(result.state, ae.eval_step, x_test)

@@ -85,3 +85,20 @@ def test_bce_gradients_match_the_textbook_formula():
   # The summed variant shares the gradient, without the 1/features factor.
   g_sum = jax.grad(lambda l: losses.bernoulli_nll_with_logits(l, target).sum())(logits)
   np.testing.assert_allclose(g_sum, 1 / (1 + np.exp(-l64)) - t64, rtol=1e-5, atol=1e-7)
+
+
+def test_reconstruction_metrics_per_example_and_dataset():
+  from unsupjax.metrics import reconstruction
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(37, 5)).astype(np.float32)
+  x = rng.uniform(size=(37, 5)).astype(np.float32)
+  p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+  per = reconstruction.from_logits(logits, x)
+  mse = ((p - x) ** 2).mean(1)
+  np.testing.assert_allclose(per["mse"], mse, rtol=1e-5)
+  np.testing.assert_allclose(per["psnr"], 10 * np.log10(1 / mse), rtol=1e-5)
+  np.testing.assert_allclose(per["bce"], -(x * np.log(p) + (1 - x) * np.log(1 - p)).mean(1), rtol=1e-5)
+  # Dataset means over uneven batches equal the plain mean.
+  means = reconstruction.dataset_means(lambda b: reconstruction.from_logits(b[:, :5], b[:, 5:]),
+                                       np.concatenate([logits, x], 1), batch_size=8)
+  assert means["mse"] == pytest.approx(mse.mean(), rel=1e-5)

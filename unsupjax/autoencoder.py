@@ -29,6 +29,7 @@ import optax
 from flax import struct
 
 from unsupjax import losses, nn
+from unsupjax.metrics import reconstruction
 
 ARCHS = ("dense", "conv")
 LOSSES = ("bce", "mse")
@@ -195,11 +196,9 @@ def eval_step(state: AEState, batch: jax.Array) -> dict[str, jax.Array]:
   per-pixel squared error of the sigmoid reconstruction; psnr in dB.
   """
   logits, _ = state.model.apply({"params": state.params}, batch)
-  recon = jax.nn.sigmoid(logits)
-  bce = losses.bce_with_logits(logits, batch)
-  mse = losses.mse(recon, batch)
-  return {"loss": bce if state.config.loss == "bce" else mse, "bce": bce,
-          "mse": mse, "psnr": losses.psnr(recon, batch)}
+  values = reconstruction.from_logits(logits, batch)
+  return {"loss": values["bce"] if state.config.loss == "bce" else values["mse"],
+          **values}
 
 
 def denoising_eval_step(state: AEState, batch: jax.Array,
@@ -209,6 +208,6 @@ def denoising_eval_step(state: AEState, batch: jax.Array,
   cfg = state.config
   noisy = corrupt(key, batch, cfg.corruption, cfg.noise_level)
   logits, _ = state.model.apply({"params": state.params}, noisy)
-  recon = jax.nn.sigmoid(logits)
-  return {"mse": losses.mse(recon, batch), "psnr": losses.psnr(recon, batch),
+  values = reconstruction.from_logits(logits, batch)
+  return {"mse": values["mse"], "psnr": values["psnr"],
           "noisy_mse": losses.mse(noisy, batch)}

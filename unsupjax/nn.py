@@ -198,15 +198,16 @@ class GaussianEncoder(nn.Module):
   latent_dim: int
   hidden: Sequence[int] = (500,)
   conv_features: Sequence[int] | None = None
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     if self.conv_features:
-      h = nn.relu(ConvEncoder(tuple(self.conv_features), self.hidden[-1],
-                              name="conv")(x))
+      h = self.activation(ConvEncoder(tuple(self.conv_features), self.hidden[-1],
+                                      name="conv")(x))
     else:
-      h = MLP(tuple(self.hidden), activate_final=True, name="mlp")(
-          x.reshape(x.shape[0], -1))
+      h = MLP(tuple(self.hidden), activation=self.activation, activate_final=True,
+              name="mlp")(x.reshape(x.shape[0], -1))
     mean = nn.Dense(self.latent_dim, kernel_init=glorot_uniform, name="mean")(h)
     log_var = nn.Dense(self.latent_dim, kernel_init=glorot_uniform, name="log_var")(h)
     return mean, log_var
@@ -221,6 +222,7 @@ class Decoder(nn.Module):
   image_shape: Sequence[int]
   hidden: Sequence[int] = (500,)
   conv_features: Sequence[int] | None = None
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -230,5 +232,6 @@ class Decoder(nn.Module):
     size = 1
     for s in self.image_shape:
       size *= int(s)
-    out = MLP(tuple(self.hidden) + (size,), name="mlp")(z)
+    out = MLP(tuple(self.hidden) + (size,), activation=self.activation,
+              name="mlp")(z)
     return out.reshape((z.shape[0],) + tuple(self.image_shape))

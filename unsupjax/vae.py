@@ -32,8 +32,11 @@ import optax
 from flax import struct
 
 from unsupjax import losses, nn
+from unsupjax.metrics import reconstruction
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+ACTIVATIONS = {"relu": fnn.relu, "elu": fnn.elu, "gelu": fnn.gelu,
+               "softplus": fnn.softplus, "tanh": fnn.tanh}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,7 @@ class VAEConfig:
   likelihood: str = "bernoulli"
   binarize: bool = True
   learning_rate: float = 1e-3
+  activation: str = "relu"
 
   def __post_init__(self):
     object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -68,6 +72,9 @@ class VAEConfig:
       raise ValueError(f"hidden: expected positive layer widths, got {self.hidden}")
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate: expected > 0, got {self.learning_rate}")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"activation: expected one of {tuple(ACTIVATIONS)}, "
+                       f"got {self.activation!r}")
 
   def check_input_shape(self, shape: Sequence[int]) -> None:
     if self.arch == "conv":
@@ -82,13 +89,15 @@ class VAEModel(fnn.Module):
   hidden: Sequence[int]
   conv_features: Sequence[int] | None
   likelihood: str
+  activation: str = "relu"
 
   def setup(self):
+    act = ACTIVATIONS[self.activation]
     self.encoder = nn.GaussianEncoder(self.latent_dim, tuple(self.hidden),
-                                      self.conv_features)
+                                      self.conv_features, act)
     self.decoder = nn.Decoder(tuple(self.image_shape), tuple(reversed(self.hidden)),
                               tuple(reversed(self.conv_features))
-                              if self.conv_features else None)
+                              if self.conv_features else None, act)
     if self.likelihood == "gaussian":
       self.log_scale = self.param("log_scale", fnn.initializers.zeros,
                                   tuple(self.image_shape))
@@ -131,7 +140,7 @@ def make_model(config: VAEConfig, input_shape: Sequence[int]) -> VAEModel:
   return VAEModel(image_shape=shape, latent_dim=int(config.latent_dim),
                   hidden=config.hidden,
                   conv_features=config.conv_features if config.arch == "conv" else None,
-                  likelihood=config.likelihood)
+                  likelihood=config.likelihood, activation=config.activation)
 
 
 def init_state(key: chex.PRNGKey, config: VAEConfig, example_batch: jax.Array) -> VAEState:
@@ -256,7 +265,7 @@ def eval_step(state: VAEState, batch: jax.Array) -> dict[str, jax.Array]:
   the test set once beforehand for the Bernoulli protocol), and mse of the
   mean reconstruction against the input."""
   t = elbo_terms(state, state.params, batch, state.eval_key)
-  mse = losses.mse(reconstruct(state, batch), batch)
+  mse = reconstruction.from_reconstruction(reconstruct(state, batch), batch)["mse"]
   return {"loss": t["neg_elbo"], "neg_elbo": t["neg_elbo"], "nll": t["nll"],
           "kl": t["kl"], "mse": mse}
 
@@ -301,3 +310,18 @@ def iwae_nll(state: VAEState, x: jax.Array, key: chex.PRNGKey, k: int,
     acc = jnp.logaddexp(acc, jax.nn.logsumexp(
         iwae_log_weights(state, x, keys[-1], rest), axis=0))
   return -(acc - jnp.log(float(k)))
+
+
+def dataset_iwae_nll(state: VAEState, x, key: chex.PRNGKey, k: int,
+                     batch_size: int = 100, chunk: int = 100) -> float:
+  """Mean IWAE-k NLL (nats) over all of x, one compiled call per batch.
+
+  Batch i draws its samples from fold_in(key, i * batch_size).
+  """
+  import functools
+  import numpy as np
+
+  fn = jax.jit(functools.partial(iwae_nll, k=k, chunk=chunk))
+  values = [np.asarray(fn(state, x[i:i + batch_size], jax.random.fold_in(key, i)))
+            for i in range(0, len(x), batch_size)]
+  return float(np.mean(np.concatenate(values)))

@@ -4,8 +4,9 @@
   prdc      precision / recall / density / coverage from k-NN manifolds
   modes     mode collapse on the 2-D toys and Stacked MNIST
   features  the shipped MNIST feature network (checksum-verified)
+  reconstruction  MSE / PSNR / BCE of autoencoders, per example and per dataset
 """
 
-from unsupjax.metrics import features, fid, modes, prdc
+from unsupjax.metrics import features, fid, modes, prdc, reconstruction
 
-__all__ = ["features", "fid", "modes", "prdc"]
+__all__ = ["features", "fid", "modes", "prdc", "reconstruction"]

@@ -61,18 +61,11 @@ def make_task(model: str, help_text: str, arch: str, denoising: bool) -> SimpleN
     t_start = time.perf_counter()
     common.resolve_common(args, model)
     config = build_config(args)
-    run_config = {"dataset": args.dataset, "epochs": args.epochs,
-                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                  "arch": arch, "hidden": list(config.hidden),
-                  "conv_features": list(config.conv_features),
-                  "latent_dim": config.latent_dim, "loss": config.loss,
-                  "corruption": config.corruption, "noise_level": config.noise_level}
-    train_ds, test_ds = common.load_splits(args)
-    try:
-      config.check_input_shape(train_ds.image_shape)
-    except ValueError as e:
-      raise common.UsageError(f"--dataset: {args.dataset} images "
-                              f"{train_ds.image_shape} do not fit {model}: {e}") from None
+    run_config = common.run_config(
+        args, arch=arch, hidden=list(config.hidden),
+        conv_features=list(config.conv_features), latent_dim=config.latent_dim,
+        loss=config.loss, corruption=config.corruption, noise_level=config.noise_level)
+    train_ds, test_ds = common.load_splits(args, config.check_input_shape, model)
     workdir = common.prepare_workdir(args, model, run_config)
     common.setup_compile_cache(args)
 

@@ -105,8 +105,20 @@ def resolve_common(args: argparse.Namespace, model: str,
     args.cache_dir = str(data_lib.default_cache_dir())
 
 
-def load_splits(args: argparse.Namespace) -> tuple[data_lib.Dataset, data_lib.Dataset]:
-  """(train, test) of --dataset, with errors turned into UsageError."""
+def run_config(args: argparse.Namespace, **model_fields: Any) -> dict[str, Any]:
+  """The settings that shape a run: the shared flags plus the model's own."""
+  return {"dataset": args.dataset, "epochs": args.epochs,
+          "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+          **model_fields}
+
+
+def load_splits(args: argparse.Namespace, check_shape=None,
+                model: str = "") -> tuple[data_lib.Dataset, data_lib.Dataset]:
+  """(train, test) of --dataset, with errors turned into UsageError.
+
+  check_shape: the model's `check_input_shape`, which raises ValueError when
+  the dataset's images do not fit it.
+  """
   try:
     kw = dict(data_dir=args.data_dir, download=not args.no_download,
               cache_dir=args.cache_dir)
@@ -116,6 +128,12 @@ def load_splits(args: argparse.Namespace) -> tuple[data_lib.Dataset, data_lib.Da
     msg = str(e)
     raise UsageError(msg if msg.startswith(("dataset:", "split:"))
                      else f"--dataset: {msg}") from None
+  if check_shape is not None:
+    try:
+      check_shape(tr.image_shape)
+    except ValueError as e:
+      raise UsageError(f"--dataset: {args.dataset} images {tr.image_shape} do not "
+                       f"fit {model}: {e}") from None
   if args.batch_size > tr.num_examples:
     raise UsageError(
         f"--batch-size: expected at most {tr.num_examples} (training examples "

@@ -10,14 +10,13 @@ on the first --iwae-examples test images.
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from unsupjax import losses, plots, train, vae
+from unsupjax import plots, train, vae
+from unsupjax.metrics import reconstruction
 from unsupjax.tasks import common
 
 HELP = ("variational autoencoder (Gaussian encoder, Bernoulli or Gaussian decoder, "
@@ -25,7 +24,6 @@ HELP = ("variational autoencoder (Gaussian encoder, Bernoulli or Gaussian decode
 MODEL = "vae"
 DEFAULTS = common.TrainDefaults(batch_size=128)
 N_SHOWN = 12
-IWAE_CHUNK = 100
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,14 +93,6 @@ def _save_latent_plot(path, state, test_x, labels, image_shape):
   plt.close(fig)
 
 
-def _iwae(state, x, key, k: int) -> float:
-  """Mean IWAE-k NLL over x, 100 examples per compiled call."""
-  fn = jax.jit(functools.partial(vae.iwae_nll, k=k, chunk=IWAE_CHUNK))
-  values = [fn(state, x[i:i + 100], jax.random.fold_in(key, i))
-            for i in range(0, len(x), 100)]
-  return float(jnp.mean(jnp.concatenate(values)))
-
-
 def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
   cfg = record["config"]
   config = vae.VAEConfig(arch=cfg["arch"], hidden=tuple(cfg["hidden"]),
@@ -122,7 +112,7 @@ def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
          "test_kl": values["kl"], "test_nll_term": values["nll"]}
   if args.iwae_k > 0:
     n = min(args.iwae_examples, len(test_x))
-    out.update(test_iwae_nll=_iwae(state, test_x[:n], iwae_key, args.iwae_k),
+    out.update(test_iwae_nll=vae.dataset_iwae_nll(state, test_x[:n], iwae_key, args.iwae_k),
                iwae_k=args.iwae_k, iwae_examples=n)
   return out
 
@@ -134,18 +124,12 @@ def run(args: argparse.Namespace) -> dict:
     config = build_config(args)
   except ValueError as e:
     raise common.UsageError(str(e)) from None
-  run_config = {"dataset": args.dataset, "epochs": args.epochs,
-                "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                "arch": config.arch, "hidden": list(config.hidden),
-                "conv_features": list(config.conv_features),
-                "latent_dim": config.latent_dim, "beta": config.beta,
-                "likelihood": config.likelihood, "binarize": config.binarize}
-  train_ds, test_ds = common.load_splits(args)
-  try:
-    config.check_input_shape(train_ds.image_shape)
-  except ValueError as e:
-    raise common.UsageError(f"--dataset: {args.dataset} images {train_ds.image_shape} "
-                            f"do not fit --arch {config.arch}: {e}") from None
+  run_config = common.run_config(
+      args, arch=config.arch, hidden=list(config.hidden),
+      conv_features=list(config.conv_features), latent_dim=config.latent_dim,
+      beta=config.beta, likelihood=config.likelihood, binarize=config.binarize)
+  train_ds, test_ds = common.load_splits(args, config.check_input_shape,
+                                         f"vae --arch {config.arch}")
   if args.iwae_k and args.iwae_examples > test_ds.num_examples:
     raise common.UsageError(f"--iwae-examples: expected at most {test_ds.num_examples} "
                             f"(test examples), got {args.iwae_examples}")
@@ -167,9 +151,8 @@ def run(args: argparse.Namespace) -> dict:
   state = result.state
 
   final = train.evaluate(state, vae.eval_step, test_x)
-  grey = train.evaluate(
-      state, lambda s, b: {"mse": losses.mse(vae.reconstruct(s, b), b),
-                           "psnr": losses.psnr(vae.reconstruct(s, b), b)}, test_grey)
+  grey = reconstruction.dataset_means(
+      lambda b: reconstruction.from_reconstruction(vae.reconstruct(state, b), b), test_grey)
   summary = common.fit_summary(MODEL, args, run_config, result, t_start)
   summary.update({"test_neg_elbo": final["neg_elbo"], "test_nll_term": final["nll"],
                   "test_kl": final["kl"], "test_mse": grey["mse"],
@@ -179,7 +162,7 @@ def run(args: argparse.Namespace) -> dict:
   if args.iwae_k:
     t_iwae = time.perf_counter()
     x_eval = test_x[:args.iwae_examples]
-    summary["test_iwae_nll"] = _iwae(state, x_eval, iwae_key, args.iwae_k)
+    summary["test_iwae_nll"] = vae.dataset_iwae_nll(state, x_eval, iwae_key, args.iwae_k)
     summary["iwae_k"] = args.iwae_k
     summary["iwae_examples"] = len(x_eval)
     summary["iwae_seconds"] = time.perf_counter() - t_iwae
