@@ -37,7 +37,7 @@ or the random centre reassignment of scikit-learn's MiniBatchKMeans.
 `ValueError`s before any compute, NaN/Inf checks included when x is concrete)
 and call module-level jitted kernels, so repeated same-shape calls compile
 once; they can also be traced inside a caller's `jit` with `k`, `init` (a
-string), `n_init`, `max_iter` and `metric` static.
+string), `n_init` and `metric` static.
 """
 
 from __future__ import annotations
@@ -94,9 +94,12 @@ def _check_x(x: Any, name: str = "x") -> None:
   if not jnp.issubdtype(x.dtype, jnp.number) or jnp.issubdtype(
       x.dtype, jnp.complexfloating):
     raise ValueError(f"{name}: expected real numbers, got dtype {x.dtype}")
-  if _is_concrete(x):
-    a = np.asarray(x)
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
+  if _is_concrete(x) and jnp.issubdtype(x.dtype, jnp.floating):
+    # On device for device arrays: no host copy of x.
+    finite = (jnp.isfinite(x).all() if isinstance(x, jax.Array)
+              else np.isfinite(x).all())
+    if not finite:
+      a = np.asarray(x)
       rows = np.unique(np.nonzero(~np.isfinite(a))[0])
       raise ValueError(
           f"{name}: expected finite values, found NaN/Inf in {rows.size} rows "
@@ -146,7 +149,8 @@ def _check_common(k, *, init, n_init, max_iter, tol, metric, d, n) -> None:
       raise ValueError("init: expected finite initial centroids")
   if not isinstance(n_init, (int, np.integer)) or n_init < 1:
     raise ValueError(f"n_init: expected an int >= 1, got {n_init!r}")
-  if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+  if _is_concrete(max_iter) and not (
+      isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
     raise ValueError(f"max_iter: expected an int >= 1, got {max_iter!r}")
   if _is_concrete(tol) and not float(tol) >= 0:
     raise ValueError(f"tol: expected tol >= 0, got {tol!r}")
@@ -283,8 +287,8 @@ class _LloydState(NamedTuple):
   done: Array
 
 
-def _lloyd(blocks: _Blocks, init_centers: Array, tol_abs: Array, *,
-           max_iter: int, spherical: bool, axis_name, precision) -> KMeansResult:
+def _lloyd(blocks: _Blocks, init_centers: Array, tol_abs: Array,
+           max_iter: Array, *, spherical: bool, axis_name, precision) -> KMeansResult:
   """Lloyd's algorithm from `init_centers` with scikit-learn's stopping rule.
 
   blocks hold this device's rows; with `axis_name` the sums, counts and the
@@ -426,7 +430,7 @@ def _weights(sample_weight, n) -> Array:
 # fit.
 
 
-def _fit_impl(key, x, w, init_centers, tol, *, k, init, n_init, max_iter,
+def _fit_impl(key, x, w, init_centers, tol, max_iter, *, k, init, n_init,
               metric, block_size, n_local_trials, mesh, axis_name):
   n, d = x.shape
   spherical = metric == "cosine"
@@ -461,22 +465,38 @@ def _fit_impl(key, x, w, init_centers, tol, *, k, init, n_init, max_iter,
     if spherical:
       c0 = _normalize_rows(c0)
 
-  run = functools.partial(_lloyd, max_iter=max_iter, spherical=spherical,
-                          precision=precision)
+  def runs(b, c0, t, m, axis_name):
+    run = functools.partial(_lloyd, tol_abs=t, max_iter=m, spherical=spherical,
+                            axis_name=axis_name, precision=precision)
+    if c0.shape[0] == 1:  # no batch axis: keeps the dot a plain matmul
+      return jax.tree.map(lambda a: a[None], run(b, c0[0]))
+    # Restarts share each pass over x: one (B, n_init * k) matmul per block.
+    return jax.vmap(lambda c: run(b, c))(c0)
+
   if mesh is None:
-    res = jax.vmap(lambda c: run(blocks, c, tol_abs, axis_name=None))(c0)
+    res = runs(blocks, c0, tol_abs, max_iter, None)
   else:
     from jax.sharding import PartitionSpec as P
     rows = P(axis_name)
 
-    def local(b, c0, t):
-      return jax.vmap(lambda c: run(b, c, t, axis_name=axis_name))(c0)
+    def local(b, c0, t, m):
+      return runs(b, c0, t, m, axis_name)
+
+    # Lay the row blocks out over the devices (explicit or auto meshes).
+    blocks = jax.tree.map(
+        lambda a: jax.sharding.reshard(a, jax.sharding.NamedSharding(mesh, rows)),
+        blocks)
+    c0, tol_abs, max_iter = (
+        jax.sharding.reshard(a, jax.sharding.NamedSharding(mesh, P()))
+        for a in (c0, tol_abs, max_iter))
 
     res = jax.shard_map(
         local, mesh=mesh,
-        in_specs=(_Blocks(rows, rows, rows, rows), P(), P()),
+        in_specs=(_Blocks(rows, rows, rows, rows), P(), P(), P()),
         out_specs=KMeansResult(P(), P(None, axis_name), P(), P(), P()),
-        check_vma=False)(blocks, c0, tol_abs)
+        check_vma=False)(blocks, c0, tol_abs, max_iter)
+    res = res._replace(labels=jax.sharding.reshard(
+        res.labels, jax.sharding.NamedSharding(mesh, P())))
 
   best = jnp.argmin(res.inertia)  # first of equal inertias, like sklearn
   labels = res.labels[best].reshape(-1)[:n]
@@ -484,7 +504,7 @@ def _fit_impl(key, x, w, init_centers, tol, *, k, init, n_init, max_iter,
                       res.n_iter[best], res.converged[best])
 
 
-_FIT_STATIC = ("k", "init", "n_init", "max_iter", "metric", "block_size",
+_FIT_STATIC = ("k", "init", "n_init", "metric", "block_size",
                "n_local_trials", "mesh", "axis_name")
 _fit_jit = jax.jit(_fit_impl, static_argnames=_FIT_STATIC)
 
@@ -499,7 +519,8 @@ def fit(key: Array, x: Array, k: int, *, init: str | Array = "k-means++",
   Args:
     key: PRNG key for the initialization (unused when `init` is an array).
     x: f32[n, d] data.
-    k: number of clusters, 1 <= k <= n (static).
+    k: number of clusters, 1 <= k <= n (static; so are `init` when a
+      string, `n_init`, `metric` and `block_size`).
     init: 'k-means++' (greedy, `n_local_trials` candidates per centre,
       default 2 + floor(log k)), 'random' (k distinct rows drawn by weight),
       or initial centroids f32[k, d].
@@ -562,8 +583,9 @@ def _fit_entry(key, x, k, *, init, n_init, max_iter, tol, sample_weight,
   if not isinstance(init, str):
     init_centers, init, n_init = jnp.asarray(init), "array", 1
   return _fit_jit(key, x, _weights(sample_weight, n), init_centers,
-                  jnp.asarray(tol, jnp.float32), k=k, init=init,
-                  n_init=n_init, max_iter=max_iter, metric=metric,
+                  jnp.asarray(tol, jnp.float32),
+                  jnp.asarray(max_iter, jnp.int32), k=k, init=init,
+                  n_init=n_init, metric=metric,
                   block_size=block_size, n_local_trials=n_local_trials,
                   mesh=mesh, axis_name=axis_name)
 
