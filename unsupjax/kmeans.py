@@ -482,26 +482,32 @@ def _fit_impl(key, x, w, init_centers, tol, max_iter, *, k, init, n_init,
     def local(b, c0, t, m):
       return runs(b, c0, t, m, axis_name)
 
-    # Lay the row blocks out over the devices (explicit or auto meshes).
-    blocks = jax.tree.map(
-        lambda a: jax.sharding.reshard(a, jax.sharding.NamedSharding(mesh, rows)),
-        blocks)
-    c0, tol_abs, max_iter = (
-        jax.sharding.reshard(a, jax.sharding.NamedSharding(mesh, P()))
-        for a in (c0, tol_abs, max_iter))
+    # Lay the row blocks out over the devices.
+    blocks = jax.tree.map(lambda a: _place(a, mesh, rows), blocks)
+    c0, tol_abs, max_iter = (_place(a, mesh, P())
+                             for a in (c0, tol_abs, max_iter))
 
     res = jax.shard_map(
         local, mesh=mesh,
         in_specs=(_Blocks(rows, rows, rows, rows), P(), P(), P()),
         out_specs=KMeansResult(P(), P(None, axis_name), P(), P(), P()),
         check_vma=False)(blocks, c0, tol_abs, max_iter)
-    res = res._replace(labels=jax.sharding.reshard(
-        res.labels, jax.sharding.NamedSharding(mesh, P())))
+    res = res._replace(labels=_place(res.labels, mesh, P()))
 
   best = jnp.argmin(res.inertia)  # first of equal inertias, like sklearn
   labels = res.labels[best].reshape(-1)[:n]
   return KMeansResult(res.centroids[best] + shift, labels, res.inertia[best],
                       res.n_iter[best], res.converged[best])
+
+
+def _place(a: Array, mesh, spec) -> Array:
+  """Sharding `a` as `spec` on `mesh`, for explicit and auto mesh axes."""
+  sharding = jax.sharding.NamedSharding(mesh, spec)
+  explicit = jax.sharding.AxisType.Explicit in tuple(
+      getattr(mesh, "axis_types", ()))
+  if explicit:
+    return jax.sharding.reshard(a, sharding)
+  return lax.with_sharding_constraint(a, sharding)
 
 
 _FIT_STATIC = ("k", "init", "n_init", "metric", "block_size",
