@@ -20,6 +20,7 @@ import importlib
 import sys
 
 from unsupjax.tasks.common import UsageError
+from unsupjax.train import TrainingDiverged
 
 # Model name -> task module (`unsupjax train NAME`).
 TRAIN_TASKS: dict[str, str] = {
@@ -31,8 +32,15 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse that reports a bad flag in one line (exit 2), like UsageError."""
+
+  def error(self, message: str):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="unsupjax",
       description="Unsupervised deep learning in JAX: train, evaluate and "
                   "apply autoencoders, GANs and clustering models.")
@@ -61,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
   except UsageError as e:
     print(f"unsupjax: error: {e}", file=sys.stderr)
     return 2
+  except TrainingDiverged as e:
+    print(f"unsupjax: {e}", file=sys.stderr)
+    return 1
   except KeyboardInterrupt:
     print("unsupjax: interrupted", file=sys.stderr)
     return 130

@@ -155,14 +155,11 @@ def _decode(source, name: str) -> tuple[np.ndarray, np.ndarray | None]:
   image0 = np.asarray(first["image"])
   images = np.empty((n,) + image0.shape, dtype=np.uint8)
   labels = np.empty((n,), dtype=np.int32) if "label" in first else None
-  chunk = 1024
-  for start in range(0, n, chunk):
-    stop = min(n, start + chunk)
-    records = source.__getitems__(list(range(start, stop)))
-    for i, rec in enumerate(records):
-      images[start + i] = rec["image"]
-      if labels is not None:
-        labels[start + i] = rec["label"]
+  for i in range(n):
+    rec = source[i]
+    images[i] = rec["image"]
+    if labels is not None:
+      labels[i] = rec["label"]
   return images, labels
 
 

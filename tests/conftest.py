@@ -1,0 +1,31 @@
+"""Shared test setup: CPU only, one device, small data."""
+
+import os
+import pathlib
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_TFDS = REPO.parent / "shared" / "data" / "tfds"
+
+
+def shared_mnist_dir() -> pathlib.Path:
+  """The prepared MNIST beside the checkout, or skip the test."""
+  if not (SHARED_TFDS / "mnist").is_dir():
+    pytest.skip(f"prepared MNIST not found at {SHARED_TFDS} (../shared absent)")
+  return SHARED_TFDS
+
+
+@pytest.fixture(scope="session")
+def digits():
+  from unsupjax import data
+  return data.load("digits", "train"), data.load("digits", "test")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+  """Decoded datasets and compiled programs go to a per-session temp dir."""
+  cache = tmp_path_factory.getbasetemp() / "unsupjax-cache"
+  monkeypatch.setenv("UNSUPJAX_CACHE_DIR", str(cache))

@@ -1,0 +1,147 @@
+"""The command line, run as a user runs it: in a subprocess."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+
+def _env(tmp_path):
+  env = dict(os.environ)
+  env["JAX_PLATFORMS"] = "cpu"
+  env["UNSUPJAX_CACHE_DIR"] = str(tmp_path / "cache")
+  env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _run(args, tmp_path, **kw):
+  return subprocess.run([sys.executable, "-m", "unsupjax", *args],
+                        cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                        text=True, timeout=300, **kw)
+
+
+def test_train_ae_leaves_its_files(tmp_path):
+  wd = tmp_path / "run"
+  out = _run(["train", "ae", "--epochs", "30", "--workdir", str(wd),
+              "--checkpoint-every", "10", "--no-progress"], tmp_path)
+  assert out.returncode == 0, out.stderr
+  assert "test MSE" in out.stdout and "test BCE" in out.stdout
+  records = [json.loads(l) for l in open(wd / "metrics.jsonl")]
+  assert [r["epoch"] for r in records] == list(range(1, 31))
+  for key in ("epoch", "step", "train_loss", "test_loss", "epoch_seconds"):
+    assert key in records[0]
+  assert records[-1]["test_loss"] < records[0]["test_loss"]
+  summary = json.loads((wd / "summary.json").read_text())
+  for key in ("test_mse", "test_bce", "compile_seconds", "wall_seconds", "config"):
+    assert key in summary
+  assert 0 < summary["test_mse"] < 0.05
+  assert summary["test_bce"] == pytest.approx(records[-1]["test_bce"], rel=1e-5)
+  from PIL import Image
+  img = Image.open(wd / "reconstructions.png")
+  assert img.size[0] > img.size[1] > 0
+  steps = sorted(p.name for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == ["10", "20", "30"]
+
+
+def test_same_seed_same_numbers(tmp_path):
+  args = ["train", "ae", "--epochs", "3", "--no-progress", "--checkpoint-every", "3"]
+  a = _run(args + ["--workdir", "a"], tmp_path)
+  b = _run(args + ["--workdir", "b", "--no-compile-cache"], tmp_path)
+  c = _run(args + ["--workdir", "c", "--seed", "1"], tmp_path)
+  assert a.returncode == b.returncode == c.returncode == 0, a.stderr + b.stderr + c.stderr
+  sa, sb, sc = (json.loads((tmp_path / d / "summary.json").read_text()) for d in "abc")
+  assert sa["test_mse"] == sb["test_mse"]
+  assert sa["test_mse"] != sc["test_mse"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "nope"], "dataset: unknown dataset 'nope'"),
+    (["--batch-size", "5000"], "--batch-size: expected at most 1437"),
+    (["--epochs", "0"], "--epochs: expected a positive integer, got 0"),
+    (["--lr", "-0.1"], "--lr: expected a positive number, got -0.1"),
+    (["--latent-dim", "0"], "--latent-dim: expected a positive integer"),
+    (["--workdir", "/proc/forbidden"], "--workdir: expected a writable directory"),
+    (["--resume", "--workdir", "empty"], "--resume: no run to resume"),
+    (["--epochs", "x"], "argument --epochs: invalid int value"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+  out = _run(["train", "ae", "--no-progress", *args], tmp_path)
+  assert out.returncode == 2, out.stderr
+  lines = [l for l in out.stderr.splitlines() if l.startswith("unsupjax")]
+  assert len(lines) == 1 and message in lines[0], out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_workdir_of_another_model_is_refused(tmp_path):
+  wd = tmp_path / "other"
+  wd.mkdir()
+  (wd / "run.json").write_text(json.dumps({"model": "vae", "config": {}}))
+  out = _run(["train", "ae", "--workdir", str(wd), "--no-progress"], tmp_path)
+  assert out.returncode == 2
+  assert "holds a checkpoint of model 'vae'" in out.stderr
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path):
+  base = ["train", "ae", "--workdir", "r", "--no-progress", "--epochs", "2"]
+  assert _run(base, tmp_path).returncode == 0
+  out = _run(base + ["--resume", "--lr", "0.01"], tmp_path)
+  assert out.returncode == 2 and "--resume: the run in r used lr=0.001" in out.stderr
+
+
+def test_help_and_module_entry(tmp_path):
+  out = _run(["--help"], tmp_path)
+  assert out.returncode == 0 and "train" in out.stdout
+  out = _run(["train", "ae", "--help"], tmp_path)
+  assert out.returncode == 0 and "--resume" in out.stdout
+
+
+def _params(wd):
+  import jax
+  from unsupjax import autoencoder as ae, train
+  like = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(), np.zeros((1, 64), np.float32))
+  return train.restore_state(wd, like)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bit_exact(tmp_path):
+  epochs = "60"
+  common = ["train", "ae", "--epochs", epochs, "--batch-size", "32",
+            "--checkpoint-every", "1", "--no-progress"]
+  ref = _run(common + ["--workdir", "straight"], tmp_path)
+  assert ref.returncode == 0, ref.stderr
+
+  wd = tmp_path / "killed"
+  proc = subprocess.Popen([sys.executable, "-m", "unsupjax", *common, "--workdir", str(wd)],
+                          cwd=tmp_path, env=_env(tmp_path),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  ckpt = wd / "checkpoints"
+  # Kill it as soon as a few epochs have been checkpointed: mid-run, and
+  # quite possibly mid-write.
+  while time.time() < deadline and proc.poll() is None:
+    if ckpt.exists() and sum(p.name.isdigit() for p in ckpt.iterdir()) >= 2:
+      break
+    time.sleep(0.01)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  n_lines = len((wd / "metrics.jsonl").read_text().splitlines())
+  assert n_lines < int(epochs)
+
+  out = _run(common + ["--workdir", str(wd), "--resume"], tmp_path)
+  assert out.returncode == 0, out.stderr
+  assert "resumed from epoch" in out.stderr
+  import jax
+  a, b = _params(tmp_path / "straight"), _params(wd)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  lines = [json.loads(l) for l in open(wd / "metrics.jsonl")]
+  assert [r["epoch"] for r in lines] == list(range(1, int(epochs) + 1))

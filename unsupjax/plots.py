@@ -1,0 +1,55 @@
+"""Pictures a run leaves behind: PNG image grids (Pillow), curves and
+scatters (matplotlib, imported only when drawn).
+
+Does not offer interactive plotting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def to_uint8_grid(rows: Sequence[np.ndarray], pad: int = 1,
+                  scale: int = 1) -> np.ndarray:
+  """rows: sequence of f32[m, h, w, c] in [0, 1] -> u8[H, W, c] grid image.
+
+  Row r holds rows[r]; every row must have the same m, h, w, c. Images are
+  clipped to [0, 1], separated by `pad` pixels of mid grey, then upscaled by
+  `scale` (nearest neighbour).
+  """
+  if not rows:
+    raise ValueError("rows: expected at least one row of images")
+  shapes = {np.shape(r) for r in rows}
+  if len(shapes) != 1 or len(next(iter(shapes))) != 4:
+    raise ValueError(f"rows: expected equal f32[m, h, w, c] arrays, got shapes {sorted(shapes)}")
+  m, h, w, c = next(iter(shapes))
+  grid = np.full((len(rows) * (h + pad) + pad, m * (w + pad) + pad, c), 0.5,
+                 np.float32)
+  for r, imgs in enumerate(rows):
+    for i in range(m):
+      y, x = pad + r * (h + pad), pad + i * (w + pad)
+      grid[y:y + h, x:x + w] = np.clip(np.asarray(imgs[i], np.float32), 0.0, 1.0)
+  out = np.round(grid * 255.0).astype(np.uint8)
+  if scale > 1:
+    out = out.repeat(scale, axis=0).repeat(scale, axis=1)
+  return out
+
+
+def save_image_grid(path: str | os.PathLike, rows: Sequence[np.ndarray],
+                    pad: int = 1, target_width: int = 800) -> None:
+  """Writes `to_uint8_grid(rows)` as a PNG about `target_width` pixels wide."""
+  from PIL import Image
+
+  probe = to_uint8_grid(rows, pad)
+  scale = max(1, target_width // probe.shape[1])
+  img = to_uint8_grid(rows, pad, scale)
+  Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(path)
+
+
+def save_reconstructions(path: str | os.PathLike, originals: np.ndarray,
+                         reconstructions: np.ndarray) -> None:
+  """Originals f32[m, h, w, c] in the top row, reconstructions below."""
+  save_image_grid(path, [np.asarray(originals), np.asarray(reconstructions)])

@@ -1,0 +1,194 @@
+"""What every `unsupjax train MODEL` shares: flags, validation, work directory.
+
+Validation happens here, before data reaches a device and before anything
+compiles: a bad argument raises `UsageError` with one line naming the flag
+and what was expected, which the CLI prints and turns into exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import time
+from typing import Any
+
+import numpy as np
+
+from unsupjax import data as data_lib
+from unsupjax import train
+
+RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
+
+
+class UsageError(ValueError):
+  """A command-line argument is wrong; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainDefaults:
+  """Defaults users rely on, named once (the classic Keras AE recipe)."""
+  batch_size: int = 256
+  learning_rate: float = 1e-3
+  seed: int = 0
+  checkpoint_every: int = 10
+  # Epochs when --epochs is not given: small datasets need more passes.
+  epochs_by_dataset: tuple[tuple[str, int], ...] = (("digits", 200),)
+  epochs_other: int = 50
+
+  def epochs_for(self, dataset: str) -> int:
+    return dict(self.epochs_by_dataset).get(dataset, self.epochs_other)
+
+
+DEFAULTS = TrainDefaults()
+
+
+def add_training_arguments(parser: argparse.ArgumentParser,
+                           defaults: TrainDefaults = DEFAULTS,
+                           dataset: str = "digits") -> None:
+  """The flags every trainable model takes."""
+  g = parser.add_argument_group("data and training")
+  g.add_argument("--dataset", default=dataset,
+                 help="'digits' (bundled with scikit-learn, the default) or a "
+                      "TFDS image dataset name: mnist, fashion_mnist, cifar10, ...")
+  g.add_argument("--data-dir", default=None,
+                 help="TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)")
+  g.add_argument("--no-download", action="store_true",
+                 help="never try to download a dataset that is not prepared")
+  g.add_argument("--epochs", type=int, default=None,
+                 help=f"total epochs (default: {defaults.epochs_other}; "
+                      f"{defaults.epochs_for('digits')} on digits)")
+  g.add_argument("--batch-size", type=int, default=defaults.batch_size)
+  g.add_argument("--lr", type=float, default=defaults.learning_rate,
+                 help="Adam learning rate")
+  g.add_argument("--seed", type=int, default=defaults.seed,
+                 help="seed of the run's PRNG key: same seed, same numbers")
+  r = parser.add_argument_group("run")
+  r.add_argument("--workdir", default=None,
+                 help="output directory (default: runs/MODEL-DATASET)")
+  r.add_argument("--resume", action="store_true",
+                 help="continue from the latest checkpoint in --workdir")
+  r.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
+                 help="epochs between checkpoints (the last epoch is always saved)")
+  r.add_argument("--no-progress", action="store_true", help="no progress bar")
+  r.add_argument("--cache-dir", default=None,
+                 help="where decoded datasets and compiled programs are cached "
+                      "(default: $UNSUPJAX_CACHE_DIR or ~/.cache/unsupjax)")
+  r.add_argument("--no-compile-cache", action="store_true",
+                 help="do not use JAX's persistent compilation cache")
+
+
+def check_positive(value, flag: str, kind: type = int) -> None:
+  ok = isinstance(value, (int, float)) and value > 0 and (
+      kind is float or float(value).is_integer())
+  if not ok or (kind is float and not np.isfinite(value)):
+    what = "a positive integer" if kind is int else "a positive number"
+    raise UsageError(f"{flag}: expected {what}, got {value!r}")
+
+
+def resolve_common(args: argparse.Namespace, model: str,
+                   defaults: TrainDefaults = DEFAULTS) -> None:
+  """Checks and completes the shared flags in place (no data is read)."""
+  if args.epochs is None:
+    args.epochs = defaults.epochs_for(args.dataset)
+  check_positive(args.epochs, "--epochs")
+  check_positive(args.batch_size, "--batch-size")
+  check_positive(args.lr, "--lr", float)
+  check_positive(args.checkpoint_every, "--checkpoint-every")
+  if args.workdir is None:
+    args.workdir = os.path.join("runs", f"{model}-{args.dataset}")
+  if args.cache_dir is None:
+    args.cache_dir = str(data_lib.default_cache_dir())
+
+
+def load_splits(args: argparse.Namespace) -> tuple[data_lib.Dataset, data_lib.Dataset]:
+  """(train, test) of --dataset, with errors turned into UsageError."""
+  try:
+    kw = dict(data_dir=args.data_dir, download=not args.no_download,
+              cache_dir=args.cache_dir)
+    tr = data_lib.load(args.dataset, "train", **kw)
+    te = data_lib.load(args.dataset, "test", **kw)
+  except data_lib.DatasetError as e:
+    msg = str(e)
+    raise UsageError(msg if msg.startswith(("dataset:", "split:"))
+                     else f"--dataset: {msg}") from None
+  if args.batch_size > tr.num_examples:
+    raise UsageError(
+        f"--batch-size: expected at most {tr.num_examples} (training examples "
+        f"in {args.dataset}), got {args.batch_size}")
+  return tr, te
+
+
+def prepare_workdir(args: argparse.Namespace, model: str,
+                    run_config: dict[str, Any]) -> pathlib.Path:
+  """Checks --workdir and records what trains in it.
+
+  A workdir holding another model's run is refused. With --resume, the
+  settings that shape the trajectory (everything in run_config but the epoch
+  count) must match the saved run. Without --resume, a previous run of the
+  same model there is replaced.
+  """
+  workdir = pathlib.Path(args.workdir)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / f".write-test-{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise UsageError(f"--workdir: expected a writable directory, got "
+                     f"{str(workdir)!r} ({e.strerror or e})") from None
+  run_file = workdir / RUN_FILE
+  previous = None
+  if run_file.exists():
+    try:
+      previous = json.loads(run_file.read_text())
+    except ValueError:
+      raise UsageError(f"--workdir: {run_file} is not a valid run record") from None
+  elif (workdir / train.CHECKPOINT_DIR).exists():
+    raise UsageError(f"--workdir: {workdir} holds checkpoints of an unknown "
+                     "run; choose another --workdir")
+  if previous is not None and previous.get("model") != model:
+    raise UsageError(
+        f"--workdir: {workdir} holds a checkpoint of model "
+        f"{previous.get('model')!r}, not {model!r}; choose another --workdir")
+  if args.resume:
+    if previous is None:
+      raise UsageError(f"--resume: no run to resume in {workdir}")
+    old = {k: v for k, v in previous.get("config", {}).items() if k != "epochs"}
+    new = {k: v for k, v in run_config.items() if k != "epochs"}
+    for k in sorted(set(old) | set(new)):
+      if old.get(k) != new.get(k):
+        raise UsageError(
+            f"--resume: the run in {workdir} used {k}={old.get(k)!r}, "
+            f"got {k}={new.get(k)!r}")
+  elif previous is not None:
+    for name in (train.CHECKPOINT_DIR, train.METRICS_FILE, SUMMARY_FILE):
+      p = workdir / name
+      if p.is_dir():
+        shutil.rmtree(p)
+      elif p.exists():
+        p.unlink()
+  run_file.write_text(json.dumps(
+      {"model": model, "config": run_config, "created": time.time()}, indent=2))
+  return workdir
+
+
+def setup_compile_cache(args: argparse.Namespace) -> None:
+  if not args.no_compile_cache:
+    train.enable_compilation_cache(pathlib.Path(args.cache_dir) / "jax")
+
+
+def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
+  tmp = workdir / (SUMMARY_FILE + ".tmp")
+  tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
+  os.replace(tmp, workdir / SUMMARY_FILE)
+
+
+def device_description() -> str:
+  import jax
+  d = jax.devices()[0]
+  return f"{jax.device_count()} x {d.platform}:{d.device_kind}"

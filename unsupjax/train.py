@@ -1,0 +1,385 @@
+"""The training loop every unsupjax model runs through.
+
+Offers `fit`, which knows only the contract
+
+    state, metrics = train_step(state, batch, key)   # pure, unjitted
+    values = eval_step(state, batch)                 # dict of f32[batch]
+
+and does the rest: compiles the step once; runs each epoch as one compiled
+`lax.scan` over device-resident, keyed-shuffled batches (or, when the data
+does not fit on the device, a loop over host batches with the same order);
+evaluates in padded batches; logs one JSON object per epoch to
+`metrics.jsonl` and to a tqdm bar; writes orbax checkpoints atomically;
+resumes exactly (an interrupted and resumed run ends with bit-identical
+parameters); and stops on a NaN/Inf loss keeping the last good checkpoint.
+`enable_compilation_cache` turns on JAX's persistent compilation cache.
+
+Does not offer: model-specific logic (no model is imported here), or
+multi-device execution (applied by wrapping `train_step`).
+
+Randomness: `key` is split into a data key (epoch orders via
+`data.epoch_permutation(data_key, epoch, n)`) and a step key passed
+unchanged to every `train_step`, which derives per-step keys with
+`fold_in(key, state.step)`. Both depend only on (key, epoch, step), never on
+how many epochs ran in this process, which is what makes resume exact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unsupjax import data as data_lib
+
+TrainStep = Callable[[Any, jax.Array, jax.Array], tuple[Any, Mapping[str, jax.Array]]]
+EvalStep = Callable[[Any, jax.Array], Mapping[str, jax.Array]]
+
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+DEFAULT_EVAL_BATCH = 1000
+
+
+class TrainingDiverged(RuntimeError):
+  """The training loss became NaN/Inf; the last good checkpoint was kept."""
+
+  def __init__(self, epoch: int, last_checkpoint: int | None, metrics: dict):
+    self.epoch = epoch
+    self.last_checkpoint = last_checkpoint
+    self.metrics = metrics
+    where = (f"the last good checkpoint (epoch {last_checkpoint}) is kept"
+             if last_checkpoint is not None else "no checkpoint had been written")
+    super().__init__(
+        f"training loss became non-finite in epoch {epoch} "
+        f"({_fmt(metrics)}); stopped, {where}")
+
+
+class FitResult(NamedTuple):
+  state: Any
+  history: list[dict]          # one record per epoch run in this call
+  compile_seconds: float       # tracing + XLA compilation of train and eval
+  wall_seconds: float          # the whole call
+  start_epoch: int             # epochs already done before this call (resume)
+
+
+def enable_compilation_cache(path: str | os.PathLike) -> None:
+  """Turns on JAX's persistent compilation cache in `path` (every program).
+
+  A second run of the same command then loads its compiled programs instead
+  of recompiling them.
+  """
+  path = pathlib.Path(path).expanduser()
+  path.mkdir(parents=True, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _fmt(metrics: Mapping[str, Any]) -> str:
+  return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in metrics.items())
+
+
+def _to_python(tree: Mapping[str, Any]) -> dict:
+  return {k: float(v) for k, v in jax.device_get(dict(tree)).items()}
+
+
+# --------------------------------------------------------------------------
+# Compiled pieces.
+
+
+def make_epoch_fn(train_step: TrainStep, batch_size: int) -> Callable:
+  """(state, x, data_key, step_key, epoch) -> (state, mean metrics).
+
+  x: f32[n, ...] on device. One `lax.scan` over the epoch's n // batch_size
+  whole batches; each step gathers its batch from x on device, so nothing
+  crosses the host boundary inside an epoch.
+  """
+
+  def epoch_fn(state, x, data_key, step_key, epoch):
+    idx = data_lib.batch_indices(data_key, epoch, x.shape[0], batch_size)
+
+    def body(state, ids):
+      return train_step(state, jnp.take(x, ids, axis=0), step_key)
+
+    state, metrics = jax.lax.scan(body, state, idx)
+    return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+  return epoch_fn
+
+
+def _pad_batches(x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """x: [n, ...] -> (x padded to [nb, batch_size, ...], mask f32[nb, batch_size])."""
+  n = x.shape[0]
+  nb = max(1, math.ceil(n / batch_size))
+  pad = nb * batch_size - n
+  xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+  mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+  return (xp.reshape((nb, batch_size) + x.shape[1:]),
+          mask.reshape(nb, batch_size))
+
+
+def make_eval_fn(eval_step: EvalStep) -> Callable:
+  """(state, xb f32[nb, b, ...], mask f32[nb, b]) -> dict of dataset means."""
+
+  def eval_fn(state, xb, mask):
+    def body(carry, inputs):
+      batch, m = inputs
+      values = eval_step(state, batch)
+      return carry, jax.tree.map(lambda v: jnp.sum(v * m), values)
+
+    _, sums = jax.lax.scan(body, None, (xb, mask))
+    count = jnp.sum(mask)
+    return jax.tree.map(lambda s: jnp.sum(s) / count, sums)
+
+  return eval_fn
+
+
+def evaluate(state, eval_step: EvalStep, x: np.ndarray,
+             batch_size: int = DEFAULT_EVAL_BATCH) -> dict[str, float]:
+  """Dataset means of `eval_step`'s per-example values over all of x."""
+  xb, mask = _pad_batches(np.asarray(x), min(batch_size, len(x)))
+  return _to_python(jax.jit(make_eval_fn(eval_step))(state, xb, mask))
+
+
+def _fits_on_device(nbytes: int) -> bool:
+  device = jax.local_devices()[0]
+  if device.platform == "cpu":
+    return True
+  try:
+    limit = device.memory_stats()["bytes_limit"]
+  except Exception:  # backends without memory stats
+    return nbytes < 2**30
+  return nbytes < limit // 4
+
+
+# --------------------------------------------------------------------------
+# Checkpoints.
+
+
+class Checkpointer:
+  """Orbax checkpoints of (state, loop position) under `directory`.
+
+  Orbax writes each checkpoint into a temporary directory and renames it when
+  complete, so a process killed mid-write leaves no checkpoint that restores
+  wrong; leftovers are removed on the next open.
+  """
+
+  def __init__(self, directory: pathlib.Path, max_to_keep: int = 3):
+    import orbax.checkpoint as ocp
+    self._ocp = ocp
+    self.manager = ocp.CheckpointManager(
+        directory.absolute(),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True,
+            cleanup_tmp_directories=True,
+            # Synchronous: the next epoch donates the state's buffers.
+            enable_async_checkpointing=False))
+
+  def latest_epoch(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, epoch: int, state, meta: dict) -> None:
+    ocp = self._ocp
+    self.manager.save(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        force=True)
+    self.manager.wait_until_finished()
+
+  def restore(self, epoch: int, like) -> tuple[Any, dict]:
+    ocp = self._ocp
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    out = self.manager.restore(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    return out["state"], out["meta"]
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def restore_state(workdir: str | os.PathLike, like, epoch: int | None = None):
+  """Restores the state saved in `workdir` (latest epoch by default).
+
+  like: a state of the same structure (e.g. from the model's init_state),
+  which supplies shapes, dtypes and the non-array fields.
+  """
+  ckpt = Checkpointer(pathlib.Path(workdir) / CHECKPOINT_DIR)
+  try:
+    epoch = ckpt.latest_epoch() if epoch is None else epoch
+    if epoch is None:
+      raise FileNotFoundError(f"no checkpoint in {workdir}")
+    state, _ = ckpt.restore(epoch, like)
+    return state
+  finally:
+    ckpt.close()
+
+
+def _read_history(path: pathlib.Path, upto_epoch: int) -> list[dict]:
+  if not path.exists():
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line:
+        rec = json.loads(line)
+        if rec.get("epoch", 0) <= upto_epoch:
+          records.append(rec)
+  return records
+
+
+# --------------------------------------------------------------------------
+# The loop.
+
+
+def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
+        train_x: np.ndarray, eval_x: np.ndarray | None = None, *,
+        key: jax.Array, epochs: int, batch_size: int,
+        eval_batch_size: int = DEFAULT_EVAL_BATCH,
+        workdir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1, max_to_keep: int = 3, resume: bool = False,
+        progress: bool = True, desc: str = "train",
+        epoch_callback: Callable[[int, Any], Mapping[str, Any]] | None = None,
+        stream: bool | None = None,
+        log: Callable[[str], None] | None = None) -> FitResult:
+  """Trains `state` for `epochs` epochs over `train_x`.
+
+  Args:
+    state: the model's train state (a pytree with a `step` field).
+    train_step: pure `(state, batch f32[b, ...], key) -> (state, metrics)`,
+      metrics a dict of scalars; its `loss` is checked for NaN/Inf.
+    eval_step: pure `(state, batch) -> dict of f32[b]` per-example values, or
+      None; evaluated on `eval_x` after every epoch.
+    train_x: f32[n, ...] host array of training examples (no labels: the
+      loop trains unsupervised models).
+    eval_x: f32[m, ...] held-out examples, or None.
+    key: the run's PRNG key (see the module docstring).
+    epochs: total epochs of the run (a resumed run continues up to it).
+    batch_size: examples per step; n // batch_size steps per epoch.
+    workdir: where `metrics.jsonl` and `checkpoints/` go; None: nowhere.
+    checkpoint_every: save every this many epochs (and after the last).
+    resume: continue from the latest checkpoint in `workdir`.
+    progress: show a tqdm bar on stderr.
+    epoch_callback: `(epoch, state) -> dict` of extra values to log.
+    stream: force (True) or forbid (False) streaming host batches;
+      None picks scan-on-device when the data fits in device memory.
+    log: a function that prints a line (default: tqdm.write on stderr).
+
+  Returns:
+    FitResult. Raises TrainingDiverged on a non-finite loss.
+  """
+  from tqdm.auto import tqdm
+
+  t_start = time.perf_counter()
+  n = int(train_x.shape[0])
+  if batch_size < 1 or batch_size > n:
+    raise ValueError(f"batch_size: expected 1..{n} (training examples), got {batch_size}")
+  if epochs < 1:
+    raise ValueError(f"epochs: expected a positive integer, got {epochs}")
+  if checkpoint_every < 1:
+    raise ValueError(f"checkpoint_every: expected >= 1, got {checkpoint_every}")
+  if resume and workdir is None:
+    raise ValueError("resume: needs a workdir to resume from")
+  log = log or (lambda s: tqdm.write(s, file=sys.stderr))
+
+  workdir = pathlib.Path(workdir) if workdir is not None else None
+  ckpt = None
+  start_epoch = 0
+  history: list[dict] = []
+  if workdir is not None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpointer(workdir / CHECKPOINT_DIR, max_to_keep=max_to_keep)
+    latest = ckpt.latest_epoch()
+    if resume and latest is not None:
+      state, meta = ckpt.restore(latest, state)
+      start_epoch = int(meta["epoch"])
+      log(f"resumed from epoch {start_epoch} in {workdir}")
+    # Keep only the records the restored state had seen.
+    kept = _read_history(workdir / METRICS_FILE, start_epoch)
+    with open(workdir / METRICS_FILE, "w") as f:
+      for rec in kept:
+        f.write(json.dumps(rec) + "\n")
+
+  data_key, step_key = jax.random.split(key)
+  if stream is None:
+    stream = not _fits_on_device(train_x.nbytes)
+
+  # Compile once, up front, and time it.
+  t0 = time.perf_counter()
+  if stream:
+    step_fn = jax.jit(train_step, donate_argnums=0)
+    idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
+    x_dev = None
+    first = jnp.asarray(train_x[:batch_size])
+    compiled_step = step_fn.lower(state, first, step_key).compile()
+  else:
+    x_dev = jax.device_put(train_x)
+    epoch_fn = jax.jit(make_epoch_fn(train_step, batch_size), donate_argnums=0)
+    compiled_epoch = epoch_fn.lower(
+        state, x_dev, data_key, step_key, jnp.int32(0)).compile()
+  compiled_eval = None
+  if eval_step is not None and eval_x is not None:
+    eb, emask = _pad_batches(np.asarray(eval_x), min(eval_batch_size, len(eval_x)))
+    eb, emask = jax.device_put(eb), jax.device_put(emask)
+    compiled_eval = jax.jit(make_eval_fn(eval_step)).lower(state, eb, emask).compile()
+  compile_seconds = time.perf_counter() - t0
+
+  metrics_path = workdir / METRICS_FILE if workdir is not None else None
+  last_saved = start_epoch if (ckpt is not None and start_epoch > 0) else None
+  bar = tqdm(total=epochs, initial=start_epoch, desc=desc, unit="epoch",
+             disable=not progress, file=sys.stderr, dynamic_ncols=True)
+  try:
+    for epoch in range(start_epoch + 1, epochs + 1):
+      t_epoch = time.perf_counter()
+      if stream:
+        idx = np.asarray(idx_fn(data_key, epoch, n, batch_size))
+        sums = None
+        for ids in idx:
+          state, m = compiled_step(state, jax.device_put(train_x[ids]), step_key)
+          sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+        train_metrics = _to_python(jax.tree.map(lambda s: s / len(idx), sums))
+      else:
+        state, m = compiled_epoch(state, x_dev, data_key, step_key,
+                                  jnp.int32(epoch))
+        train_metrics = _to_python(m)
+      epoch_seconds = time.perf_counter() - t_epoch
+
+      record: dict[str, Any] = {"epoch": epoch,
+                                "step": int(jax.device_get(state.step))}
+      record.update({f"train_{k}": v for k, v in train_metrics.items()})
+      if not all(math.isfinite(v) for v in train_metrics.values()):
+        raise TrainingDiverged(epoch, last_saved, train_metrics)
+      if compiled_eval is not None:
+        t_eval = time.perf_counter()
+        test_metrics = _to_python(compiled_eval(state, eb, emask))
+        record.update({f"test_{k}": v for k, v in test_metrics.items()})
+        record["eval_seconds"] = time.perf_counter() - t_eval
+      record["epoch_seconds"] = epoch_seconds
+      if epoch_callback is not None:
+        record.update(epoch_callback(epoch, state))
+
+      if ckpt is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
+        ckpt.save(epoch, state, {"epoch": epoch, "step": record["step"]})
+        last_saved = epoch
+      if metrics_path is not None:
+        with open(metrics_path, "a") as f:
+          f.write(json.dumps(record) + "\n")
+      history.append(record)
+      bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
+                       if k in ("train_loss", "test_loss")})
+      bar.update(1)
+  finally:
+    bar.close()
+    if ckpt is not None:
+      ckpt.close()
+  return FitResult(state, history, compile_seconds,
+                   time.perf_counter() - t_start, start_epoch)
