@@ -406,3 +406,158 @@ def test_bad_input_raises_before_compute(digits):
   assert kmeans._fit_jit._cache_size() == size  # nothing was compiled
   with pytest.raises(ValueError, match="centroids: expected"):
     kmeans.predict(np.zeros((3, 5)), x)
+
+
+# ----------------------------------------------------------------------------
+# Topic clustering (the README example) and the CLI.
+
+TOPICS = {
+    "space": ["the rocket launched the satellite into orbit around the moon",
+              "astronauts on the space station watched the satellite orbit",
+              "the space telescope saw a distant galaxy beyond the moon",
+              "a rocket will carry astronauts to the moon and into orbit",
+              "the satellite orbit around the moon was stable in space",
+              "a new galaxy was found by the space telescope in orbit",
+              "the rocket and the satellite reached orbit in space"],
+    "cooking": ["bake the bread in a hot oven with butter and flour",
+                "the cake recipe needs flour sugar and butter in the oven",
+                "simmer the soup with garlic onion and butter",
+                "whisk the sugar and butter for the cake recipe",
+                "fry the onion and garlic in butter for the soup recipe",
+                "the oven bakes the cake and the bread with flour",
+                "the recipe adds garlic and onion to the soup"],
+    "football": ["the striker scored a goal in the final match of the league",
+                 "the goalkeeper saved a penalty in the league match",
+                 "the team won the league after a late goal by the striker",
+                 "fans cheered as the team scored a goal in the final match",
+                 "the coach praised the striker and the goalkeeper of the team",
+                 "a penalty goal decided the league match for the team",
+                 "the goalkeeper and the striker won the final for the team"],
+}
+
+
+def test_tfidf_topic_clustering_readme_example():
+  from sklearn.feature_extraction.text import TfidfVectorizer
+  from unsupjax.metrics import clustering
+  docs = [d for ds in TOPICS.values() for d in ds]
+  truth = np.repeat(np.arange(len(TOPICS)), 7)
+  # --- README example ---
+  vectorizer = TfidfVectorizer(stop_words="english")
+  x = vectorizer.fit_transform(docs).toarray().astype(np.float32)
+  res = kmeans.fit(jax.random.key(0), x, k=3, metric="cosine", n_init=10)
+  terms = vectorizer.get_feature_names_out()
+  top = {j: terms[np.argsort(-np.asarray(res.centroids[j]))[:5]].tolist()
+         for j in range(3)}
+  # ---
+  assert clustering.clustering_accuracy(truth, np.asarray(res.labels)) == 1.0
+  words = {"space": {"orbit", "rocket", "galaxy", "satellite", "telescope",
+                     "moon", "space"},
+           "cooking": {"oven", "bread", "sugar", "garlic", "onion", "butter",
+                       "cake", "recipe"},
+           "football": {"goal", "match", "striker", "penalty", "team",
+                        "league", "goalkeeper", "final", "scored"}}
+  mapping = clustering.matching(truth, np.asarray(res.labels))
+  names = list(TOPICS)
+  for cluster, topic in mapping.items():
+    assert len(set(top[cluster][:3]) & words[names[topic]]) == 3, top
+
+
+def _cli(argv):
+  from unsupjax import cli
+  return cli.main(argv)
+
+
+def test_cli_dataset_writes_summary_and_centroids(tmp_path, capsys):
+  import json
+  rc = _cli(["kmeans", "--dataset", "digits", "--split", "test", "--k", "10",
+             "--n-init", "3", "--workdir", str(tmp_path)])
+  assert rc == 0
+  out = capsys.readouterr().out
+  assert "inertia" in out and "ACC" in out and "NMI" in out
+  s = json.loads((tmp_path / "summary.json").read_text())
+  assert s["n"] == 360 and s["d"] == 64 and sum(s["cluster_sizes"]) == 360
+  # k-means on digits: ACC 0.6-0.9 depending on the restart.
+  assert s["acc"] > 0.6 and s["nmi"] > 0.6 and s["ari"] > 0.45
+  assert (tmp_path / "centroids.png").stat().st_size > 0
+  # Same inertia as the library call with the same seed.
+  from unsupjax import data
+  x = data.load("digits", "test").flat()
+  ref = kmeans.fit(jax.random.key(0), x, 10, n_init=3)
+  assert s["inertia"] == pytest.approx(float(ref.inertia), rel=1e-6)
+
+
+def test_cli_csv_profile_assignments_and_missing_rows(tmp_path, capsys):
+  rng = np.random.default_rng(0)
+  lines = ["customer,age,spend,segment"]
+  truth = []
+  for i in range(40):
+    g = i % 2
+    age = 25 + 30 * g + rng.normal(0, 2)
+    spend = 100 + 900 * g + rng.normal(0, 20)
+    lines.append(f"c{i},{age:.1f},{spend:.1f},{'ab'[g]}")
+    truth.append(g)
+  lines[5] = "c4,,130.0,a"          # missing value: skipped and reported
+  lines[9] = "c8,31.0,NA,a"
+  path = tmp_path / "customers.csv"
+  path.write_text("\n".join(lines) + "\n")
+  rc = _cli(["kmeans", "--csv", str(path), "--columns", "age", "spend",
+             "--k", "2", "--workdir", str(tmp_path / "run")])
+  assert rc == 0
+  out = capsys.readouterr().out
+  assert "skipped 2 rows with missing values (data rows [4, 8])" in out
+  assert "| cluster | size | age | spend |" in out
+  rows = np.loadtxt(tmp_path / "run" / "assignments.csv", delimiter=",",
+                    skiprows=1, dtype=int)
+  assert rows.shape == (38, 2) and 4 not in rows[:, 0] and 8 not in rows[:, 0]
+  from unsupjax.metrics import clustering
+  assert clustering.clustering_accuracy(np.array(truth)[rows[:, 0]],
+                                        rows[:, 1]) == 1.0
+
+
+def test_cli_npy_cosine(tmp_path):
+  rng = np.random.default_rng(0)
+  dirs = rng.normal(size=(3, 16))
+  lab = np.repeat(np.arange(3), 20)
+  x = (dirs[lab] + 0.1 * rng.normal(size=(60, 16))) * rng.uniform(1, 9, (60, 1))
+  np.save(tmp_path / "emb.npy", x.astype(np.float32))
+  rc = _cli(["kmeans", "--npy", str(tmp_path / "emb.npy"), "--k", "3",
+             "--metric", "cosine", "--workdir", str(tmp_path / "run")])
+  assert rc == 0
+  rows = np.loadtxt(tmp_path / "run" / "assignments.csv", delimiter=",",
+                    skiprows=1, dtype=int)
+  from unsupjax.metrics import clustering
+  assert clustering.clustering_accuracy(lab, rows[:, 1]) == 1.0
+
+
+def test_cli_minibatch(tmp_path):
+  import json
+  rc = _cli(["kmeans", "--dataset", "digits", "--split", "test", "--k", "10",
+             "--minibatch", "64", "--epochs", "5", "--workdir", str(tmp_path)])
+  assert rc == 0
+  s = json.loads((tmp_path / "summary.json").read_text())
+  assert s["n_iter"] == 5 * (360 // 64) and s["acc"] > 0.5
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--k", "0"], "--k: expected a positive integer, got 0"),
+    (["--k", "5000"], "--k: expected at most 1437"),
+    (["--n-init", "0"], "--n-init: expected a positive integer"),
+    (["--tol", "-1"], "--tol: expected a number >= 0"),
+    (["--columns", "a"], "--columns: only applies with --csv"),
+    (["--epochs", "3"], "--epochs: only applies with --minibatch"),
+    (["--minibatch", "4"], "--minibatch: expected at least --k = 8"),
+    (["--npy", "/nonexistent.npy"], "--npy: expected an existing file"),
+    (["--csv", "CSV", "--npy", "NPY"], "--npy: expected one data source"),
+    (["--csv", "CSV", "--columns", "name"], "--columns: expected numeric"),
+    (["--csv", "CSV", "--columns", "nope"], "--columns: nope not in"),
+])
+def test_cli_bad_arguments_exit_2(tmp_path, capsys, argv, msg):
+  csv_path = tmp_path / "t.csv"
+  csv_path.write_text("name,v\na,1\nb,2\n")
+  npy_path = tmp_path / "t.npy"
+  np.save(npy_path, np.zeros((3, 2), np.float32))
+  argv = [str(csv_path) if a == "CSV" else str(npy_path) if a == "NPY" else a
+          for a in argv]
+  assert _cli(["kmeans", *argv, "--workdir", str(tmp_path / "run")]) == 2
+  assert msg in capsys.readouterr().err
+  assert not (tmp_path / "run" / "summary.json").exists()

@@ -29,6 +29,7 @@ TRAIN_TASKS: dict[str, str] = {
 
 # Top-level command -> task module (`unsupjax NAME`).
 COMMANDS: dict[str, str] = {
+    "kmeans": "unsupjax.tasks.kmeans",
 }
 
 
