@@ -175,7 +175,7 @@ def scaling(args, n, d=64, k=100, iters=(2, 7)):
     lowered = kmeans._fit_jit.lower(
         jax.random.key(0), xj, jnp.ones((n,)), jnp.asarray(init),
         jnp.float32(0), jnp.int32(b), k=k, init="array", n_init=1,
-        metric="euclidean", block_size=bs, n_local_trials=None, mesh=None,
+        metric="euclidean", weighted=False, block_size=bs, n_local_trials=None, mesh=None,
         axis_name=None)
     ma = lowered.compile().memory_analysis()
     mem = int(ma.temp_size_in_bytes + ma.argument_size_in_bytes

@@ -206,12 +206,14 @@ def _normalize_rows(x: Array) -> Array:
 
 
 def _assign_blocks(blocks: _Blocks, centers: Array, *, with_sums: bool,
-                   precision) -> tuple[Array, Array, Array | None, Array | None]:
+                   precision, weighted: bool = True
+                   ) -> tuple[Array, Array, Array | None, Array | None]:
   """One pass over x: labels, squared distances and per-cluster sums.
 
   Returns labels i32[nb, B], min squared distances f32[nb, B] (expansion,
   clipped at 0), and when `with_sums` the weighted sums f32[k, d] and weights
-  f32[k] of the rows assigned to each centre.
+  f32[k] of the rows assigned to each centre. `weighted=False` promises unit
+  weights on real rows (padding rows are zeros, so they add nothing).
   """
   k, d = centers.shape
   csq = jnp.sum(centers * centers, axis=1)
@@ -224,7 +226,8 @@ def _assign_blocks(blocks: _Blocks, centers: Array, *, with_sums: bool,
     mind = jnp.maximum(jnp.min(dist, axis=1) + xsqb, 0.0)
     if with_sums:
       sums, counts = carry
-      sums = sums + jax.ops.segment_sum(xb * wb[:, None], lab, k)
+      sums = sums + jax.ops.segment_sum(xb * wb[:, None] if weighted else xb,
+                                        lab, k)
       counts = counts + jax.ops.segment_sum(wb, lab, k)
       carry = (sums, counts)
     return carry, (lab, mind)
@@ -288,7 +291,8 @@ class _LloydState(NamedTuple):
 
 
 def _lloyd(blocks: _Blocks, init_centers: Array, tol_abs: Array,
-           max_iter: Array, *, spherical: bool, axis_name, precision) -> KMeansResult:
+           max_iter: Array, *, spherical: bool, axis_name, precision,
+           weighted: bool = True) -> KMeansResult:
   """Lloyd's algorithm from `init_centers` with scikit-learn's stopping rule.
 
   blocks hold this device's rows; with `axis_name` the sums, counts and the
@@ -303,7 +307,8 @@ def _lloyd(blocks: _Blocks, init_centers: Array, tol_abs: Array,
 
   def body(s: _LloydState) -> _LloydState:
     labels, mind, sums, counts = _assign_blocks(
-        blocks, s.centers, with_sums=True, precision=precision)
+        blocks, s.centers, with_sums=True, precision=precision,
+        weighted=weighted)
     sums, counts = psum(sums), psum(counts)
     sums, counts = lax.cond(
         jnp.any(counts == 0),
@@ -431,7 +436,7 @@ def _weights(sample_weight, n) -> Array:
 
 
 def _fit_impl(key, x, w, init_centers, tol, max_iter, *, k, init, n_init,
-              metric, block_size, n_local_trials, mesh, axis_name):
+              metric, weighted, block_size, n_local_trials, mesh, axis_name):
   n, d = x.shape
   spherical = metric == "cosine"
   precision = lax.Precision.HIGHEST
@@ -467,7 +472,8 @@ def _fit_impl(key, x, w, init_centers, tol, max_iter, *, k, init, n_init,
 
   def runs(b, c0, t, m, axis_name):
     run = functools.partial(_lloyd, tol_abs=t, max_iter=m, spherical=spherical,
-                            axis_name=axis_name, precision=precision)
+                            axis_name=axis_name, precision=precision,
+                            weighted=weighted)
     if c0.shape[0] == 1:  # no batch axis: keeps the dot a plain matmul
       return jax.tree.map(lambda a: a[None], run(b, c0[0]))
     # Restarts share each pass over x: one (B, n_init * k) matmul per block.
@@ -510,7 +516,7 @@ def _place(a: Array, mesh, spec) -> Array:
   return lax.with_sharding_constraint(a, sharding)
 
 
-_FIT_STATIC = ("k", "init", "n_init", "metric", "block_size",
+_FIT_STATIC = ("k", "init", "n_init", "metric", "weighted", "block_size",
                "n_local_trials", "mesh", "axis_name")
 _fit_jit = jax.jit(_fit_impl, static_argnames=_FIT_STATIC)
 
@@ -592,6 +598,7 @@ def _fit_entry(key, x, k, *, init, n_init, max_iter, tol, sample_weight,
                   jnp.asarray(tol, jnp.float32),
                   jnp.asarray(max_iter, jnp.int32), k=k, init=init,
                   n_init=n_init, metric=metric,
+                  weighted=sample_weight is not None,
                   block_size=block_size, n_local_trials=n_local_trials,
                   mesh=mesh, axis_name=axis_name)
 
@@ -886,7 +893,7 @@ class KMeans:
     if not hasattr(self, "cluster_centers_"):
       raise ValueError("KMeans: call fit before predict/transform/score")
 
-  def predict(self, X, sample_weight=None) -> np.ndarray:
+  def predict(self, X) -> np.ndarray:
     self._check_fitted()
     return np.asarray(predict(self.cluster_centers_, jnp.asarray(X, jnp.float32),
                               metric=self.metric, block_size=self.block_size))
