@@ -159,16 +159,26 @@ def _check_common(k, *, init, n_init, max_iter, tol, metric, d, n) -> None:
 
 
 def default_block_size(n: int, d: int, k: int, backend: str | None = None) -> int:
-  """Rows per distance block: small enough that a block of x and its (B, k)
-  distances stay in cache on CPU, large enough to keep a GPU busy."""
+  """Rows per distance block, cut so the blocks are equal.
+
+  CPU: ~1024 rows (on MNIST with 2 cores, 500-1000-row blocks ran fastest at
+  k = 10 and k = 256; 30000-60000-row blocks ran slower at k = 10); GPU:
+  ~128 MiB of distances per block, so few sequential steps.
+  """
   backend = backend or jax.default_backend()
   if backend == "cpu":
-    b = (1 << 20) // (4 * max(d, k, 1))  # ~1 MiB of x per block
-    b = max(256, min(4096, b))
+    b = 1024
   else:
     b = max(4096, (1 << 27) // (4 * max(k, 1)))  # ~128 MiB of distances
-  b = min(b, n)
-  return max(8, -(-b // 8) * 8) if b >= 8 else b
+  return _even_blocks(n, b)
+
+
+def _even_blocks(n: int, target: int) -> int:
+  """The block size near `target` that cuts n rows into equal blocks (up to
+  rounding to 8 rows), so padding wastes little work."""
+  nb = -(-n // max(1, min(target, n)))
+  b = -(-n // nb)
+  return -(-b // 8) * 8 if b > 8 else b
 
 
 # ----------------------------------------------------------------------------
