@@ -456,11 +456,12 @@ def _fit_impl(key, x, w, init_centers, tol, max_iter, *, k, init, n_init,
     shift = jnp.zeros((d,), x.dtype)
   else:  # centring keeps ||x||^2 - 2x.c + ||c||^2 accurate in float32
     shift = jnp.mean(x, axis=0)
-  xc = x - shift
   n_dev = 1 if mesh is None else mesh.shape[axis_name]
-  blocks = _to_blocks(xc, w, block_size, multiple=n_dev)
-  # scikit-learn's tol: relative to the mean per-feature variance of x.
-  variance = jnp.mean(jnp.var(xc, axis=0))
+  blocks = _to_blocks(x - shift, w, block_size, multiple=n_dev)
+  # scikit-learn's tol: relative to the mean per-feature variance of x,
+  # from the row norms and column means (no (n, d) temporary).
+  mu = jnp.sum(blocks.x, axis=(0, 1)) / n
+  variance = jnp.sum(blocks.xsq) / (n * d) - jnp.sum(mu * mu) / d
   tol_abs = tol * variance
 
   if init_centers is not None:
