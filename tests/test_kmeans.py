@@ -314,6 +314,25 @@ def test_minibatch_close_to_full_batch(digits):
   assert mb <= 1.1 * full
 
 
+def test_minibatch_on_device_loop_equals_iterator(digits):
+  x, _ = digits
+  init = _rows(x, 6, seed=4)
+  key = jax.random.key(3)
+  state, inertias = kmeans.minibatch_fit_arrays(key, x, 6, batch_size=200,
+                                                epochs=3, init=init)
+  _, batch_key = jax.random.split(key)
+  batches = [x[np.asarray(idx)] for e in range(3)
+             for idx in kmeans.epoch_batches(batch_key, e, len(x), 200)]
+  ref = kmeans.minibatch_fit(key, batches, 6, init=init)
+  assert inertias.shape == (3 * (len(x) // 200),)
+  assert int(state.step) == int(ref.step) == len(batches)
+  np.testing.assert_allclose(np.asarray(state.centroids),
+                             np.asarray(ref.centroids), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(state.counts), np.asarray(ref.counts))
+  with pytest.raises(ValueError, match="batch_size: expected an int in"):
+    kmeans.minibatch_fit_arrays(key, x, 6, batch_size=3, epochs=1)
+
+
 def test_minibatch_step_is_running_mean():
   x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
   state = kmeans.MiniBatchState(jnp.zeros((1, 3)), jnp.zeros((1,)),

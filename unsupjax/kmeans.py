@@ -14,6 +14,7 @@ Offers:
   * Mini-batch k-means (Sculley 2010, per-centre learning rates 1/count) over
     any iterable of batches: `minibatch_init`, `minibatch_step`,
     `minibatch_fit`; data larger than memory never has to be loaded whole.
+    `minibatch_fit_arrays` runs the whole loop on device for in-memory data.
   * `metric="cosine"`: spherical k-means (rows and centres L2-normalised,
     inertia = sum of weighted cosine distances).
   * Differentiable clustering losses for neural objectives:
@@ -795,6 +796,56 @@ def minibatch_fit(key: Array, batches: Iterable[Array], k: int, *,
   if state is None:
     raise ValueError("batches: expected at least one batch, got none")
   return state
+
+
+def epoch_batches(key: Array, epoch: int | Array, n: int,
+                  batch_size: int) -> Array:
+  """Row indices i32[n // batch_size, batch_size] of one epoch's whole
+  batches: a permutation keyed by (key, epoch), the last partial batch
+  dropped."""
+  perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+  steps = n // batch_size
+  return perm[:steps * batch_size].reshape(steps, batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "epochs", "metric"))
+def _minibatch_arrays_jit(key, x, state, *, batch_size, epochs, metric):
+  n = x.shape[0]
+
+  def epoch(state, e):
+    def step(state, idx):
+      return minibatch_step(state, x[idx], metric=metric)
+    return lax.scan(step, state, epoch_batches(key, e, n, batch_size))
+
+  state, inertias = lax.scan(epoch, state, jnp.arange(epochs))
+  return state, inertias.reshape(-1)
+
+
+def minibatch_fit_arrays(key: Array, x: Array, k: int, *, batch_size: int,
+                         epochs: int, init: str | Array = "k-means++",
+                         metric: str = "euclidean"
+                         ) -> tuple[MiniBatchState, Array]:
+  """Mini-batch k-means over an in-memory x f32[n, d], the whole loop on
+  device (`lax.scan` over epochs and batches).
+
+  Batches are `epoch_batches(batch_key, e, n, batch_size)` with
+  `init_key, batch_key = split(key)`; the centroids start from
+  `minibatch_init(init_key, x[first batch], k)`. Returns the final state and
+  each step's batch inertia f32[epochs * (n // batch_size)].
+  """
+  _check_x(x)
+  n = x.shape[0]
+  if not isinstance(batch_size, int) or not k <= batch_size <= n:
+    raise ValueError(f"batch_size: expected an int in [k={k}, n={n}], got "
+                     f"{batch_size!r}")
+  if not isinstance(epochs, int) or epochs < 1:
+    raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
+  init_key, batch_key = jax.random.split(key)
+  x = jnp.asarray(x, jnp.float32)
+  first = x[epoch_batches(batch_key, 0, n, batch_size)[0]]
+  state = minibatch_init(init_key, first, k, init=init, metric=metric)
+  return _minibatch_arrays_jit(batch_key, x, state, batch_size=batch_size,
+                               epochs=epochs, metric=metric)
 
 
 # ----------------------------------------------------------------------------

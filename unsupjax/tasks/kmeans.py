@@ -256,13 +256,10 @@ def run(args: argparse.Namespace) -> dict:
     inertia = float(res.inertia)
     n_iter, converged = int(res.n_iter), bool(res.converged)
   else:
-    from unsupjax import data as data_lib
-    epochs = args.epochs or DEFAULT_EPOCHS
-    batch_key, init_key = jax.random.split(key)
-    batches = (x[np.asarray(idx)] for e in range(epochs)
-               for idx in data_lib.batch_indices(batch_key, e, n, args.minibatch))
-    state = kmeans.minibatch_fit(init_key, batches, args.k, init=args.init,
-                                 metric=args.metric)
+    state, _ = kmeans.minibatch_fit_arrays(
+        key, x, args.k, batch_size=args.minibatch,
+        epochs=args.epochs or DEFAULT_EPOCHS, init=args.init,
+        metric=args.metric)
     centroids = state.centroids
     labels, inertia = kmeans.predict_with_inertia(centroids, x,
                                                   metric=args.metric)
