@@ -145,3 +145,49 @@ def test_sigkill_then_resume_is_bit_exact(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   lines = [json.loads(l) for l in open(wd / "metrics.jsonl")]
   assert [r["epoch"] for r in lines] == list(range(1, int(epochs) + 1))
+
+
+def test_family_runs_leave_their_files(tmp_path):
+  runs = {
+      "conv-ae": ["--epochs", "2", "--latent-dim", "8"],
+      "dae": ["--epochs", "3", "--noise", "salt_pepper", "--noise-level", "0.2"],
+      "vae": ["--epochs", "3", "--latent-dim", "2", "--hidden", "64", "--iwae-k", "20",
+              "--iwae-examples", "100"],
+  }
+  for model, extra in runs.items():
+    out = _run(["train", model, "--workdir", model, "--no-progress", *extra], tmp_path)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / model / "summary.json").read_text())
+    assert 0 < summary["test_mse"] < 0.2
+    assert (tmp_path / model / "reconstructions.png").exists()
+  vae_summary = json.loads((tmp_path / "vae" / "summary.json").read_text())
+  assert vae_summary["test_iwae_nll"] < vae_summary["test_neg_elbo"] + 1.0
+  for png in ("samples.png", "interpolation.png", "latent.png"):
+    assert (tmp_path / "vae" / png).exists()
+  dae_summary = json.loads((tmp_path / "dae" / "summary.json").read_text())
+  assert "test_denoised_mse" in dae_summary
+
+
+@pytest.mark.parametrize("model, args, message", [
+    ("vae", ["--beta", "-1"], "--beta: expected a finite value >= 0"),
+    ("vae", ["--latent-dim", "0"], "--latent-dim: expected a positive integer"),
+    ("dae", ["--noise", "mask", "--noise-level", "1.5"], "--noise-level: expected a value in (0.0, 1.0]"),
+    ("dae", ["--noise", "fog"], "argument --noise: invalid choice"),
+])
+def test_family_bad_input(tmp_path, model, args, message):
+  out = _run(["train", model, "--no-progress", *args], tmp_path)
+  assert out.returncode == 2 and message in out.stderr, out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_evaluate_reopens_a_run_from_its_files(tmp_path):
+  assert _run(["train", "ae", "--workdir", "r", "--epochs", "3", "--no-progress"],
+              tmp_path).returncode == 0
+  out = _run(["evaluate", "r"], tmp_path)
+  assert out.returncode == 0, out.stderr
+  evaluated = json.loads((tmp_path / "r" / "eval.json").read_text())
+  summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+  assert evaluated["test_mse"] == pytest.approx(summary["test_mse"], rel=1e-6)
+  assert evaluated["step"] == summary["steps"]
+  bad = _run(["evaluate", "nowhere"], tmp_path)
+  assert bad.returncode == 2 and "workdir: expected a run directory" in bad.stderr

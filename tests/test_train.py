@@ -42,11 +42,22 @@ def test_restore_state_reads_latest(digits, tmp_path):
   assert int(at2.step) == 2 * (1437 // 100)
 
 
-def test_stream_matches_scan(digits):
-  a = _fit(digits, None, 2, stream=False)
-  b = _fit(digits, None, 2, stream=True)
-  chex.assert_trees_all_close(a.state.params, b.state.params, rtol=1e-4, atol=1e-6)
-  assert a.history[-1]["train_loss"] == pytest.approx(b.history[-1]["train_loss"], rel=1e-4)
+def test_epoch_modes_agree(digits):
+  a = _fit(digits, None, 2, mode="scan")
+  for mode in ("loop", "stream"):
+    b = _fit(digits, None, 2, mode=mode)
+    chex.assert_trees_all_close(a.state.params, b.state.params, rtol=1e-4, atol=1e-6)
+    assert a.history[-1]["train_loss"] == pytest.approx(b.history[-1]["train_loss"], rel=1e-4)
+
+
+def test_mode_choice():
+  x = np.zeros((4, 8, 8, 1), np.float32)
+  dense = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(), x)
+  conv = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(arch="conv"), x)
+  key = jax.random.PRNGKey(1)
+  assert train.choose_mode(ae.train_step, dense, x, key, x.nbytes) == "scan"
+  # CPU: convolutions stay out of loop bodies (jax-ml/jax#12868).
+  assert train.choose_mode(ae.train_step, conv, x, key, x.nbytes) == "loop"
 
 
 def _nan_step(state, batch, key):

@@ -1,17 +1,19 @@
-"""Autoencoders: train state, pure train and eval steps.
+"""Deterministic autoencoders: dense, convolutional, denoising.
 
-Offers the dense autoencoder (the classic 784-128-32-128-784 Keras model:
-ReLU layers, sigmoid output, binary cross-entropy, Adam) through the contract
-every trainable thing in unsupjax follows:
+Offers, through the contract every trainable thing in unsupjax follows,
 
     state = init_state(key, config, example_batch)
     state, metrics = train_step(state, batch, key)
     values = eval_step(state, batch)       # per-example f32[b] arrays
 
-plus `reconstruct` and `encode`. Nothing here is jitted: callers (the loop in
-`train.py`, benchmarks, a notebook) choose how to compile.
+the classic dense autoencoder (784-128-32-128-784 Keras model: ReLU layers,
+sigmoid output, binary cross-entropy, Adam), a convolutional one (strided
+conv encoder, transposed-conv decoder) and their denoising variants (the
+input is corrupted with noise drawn from the step's key, the target is the
+clean input). Also `corrupt`, `reconstruct` and `encode`. Nothing is jitted
+here: callers choose how to compile.
 
-Does not offer: a training loop (see `train.fit`).
+Does not offer: a training loop (see `train.fit`), the VAE (`vae.py`).
 """
 
 from __future__ import annotations
@@ -28,21 +30,64 @@ from flax import struct
 
 from unsupjax import losses, nn
 
+ARCHS = ("dense", "conv")
+LOSSES = ("bce", "mse")
+# Corruption -> (the range its level must lie in, what the level means).
+CORRUPTIONS = {
+    "gaussian": ((0.0, 1.0), "standard deviation of additive noise (then clipped to [0, 1])"),
+    "mask": ((0.0, 1.0), "probability that a pixel is set to 0"),
+    "salt_pepper": ((0.0, 1.0), "probability that a pixel is set to 0 or 1 (equally likely)"),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class AEConfig:
-  """The dense autoencoder's hyper-parameters (defaults: the Keras classic)."""
+  """Hyper-parameters of the deterministic autoencoders.
+
+  Defaults are the classic Keras dense autoencoder. `arch='conv'` uses
+  `conv_features` stride-2 convolutions (h and w must be divisible by
+  2**len(conv_features)). `corruption` (None, 'gaussian', 'mask',
+  'salt_pepper') with `noise_level` in (0, 1] makes it denoising.
+  """
+  arch: str = "dense"
   hidden: Sequence[int] = (128,)
+  conv_features: Sequence[int] = (32, 64)
   latent_dim: int = 32
   learning_rate: float = 1e-3
+  loss: str = "bce"
+  corruption: str | None = None
+  noise_level: float = 0.0
 
   def __post_init__(self):
+    # Tuples, so the config is hashable (it is static data of the state).
+    object.__setattr__(self, "hidden", tuple(self.hidden))
+    object.__setattr__(self, "conv_features", tuple(self.conv_features))
+    if self.arch not in ARCHS:
+      raise ValueError(f"arch: expected one of {ARCHS}, got {self.arch!r}")
     if int(self.latent_dim) < 1:
       raise ValueError(f"latent_dim: expected a positive integer, got {self.latent_dim}")
     if any(int(h) < 1 for h in self.hidden):
       raise ValueError(f"hidden: expected positive layer widths, got {tuple(self.hidden)}")
+    if not self.conv_features or any(int(f) < 1 for f in self.conv_features):
+      raise ValueError(f"conv_features: expected positive channel counts, got "
+                       f"{tuple(self.conv_features)}")
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate: expected > 0, got {self.learning_rate}")
+    if self.loss not in LOSSES:
+      raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
+    if self.corruption is not None:
+      if self.corruption not in CORRUPTIONS:
+        raise ValueError(f"corruption: expected None or one of {tuple(CORRUPTIONS)}, "
+                         f"got {self.corruption!r}")
+      (lo, hi), meaning = CORRUPTIONS[self.corruption]
+      if not lo < self.noise_level <= hi:
+        raise ValueError(f"noise_level: expected a value in ({lo}, {hi}] ({meaning}), "
+                         f"got {self.noise_level}")
+
+  def check_input_shape(self, shape: Sequence[int]) -> None:
+    """Raises ValueError if examples of `shape` (no batch axis) do not fit."""
+    if self.arch == "conv":
+      nn.conv_grid(shape, len(self.conv_features))
 
 
 class AEState(struct.PyTreeNode):
@@ -50,12 +95,20 @@ class AEState(struct.PyTreeNode):
   step: jax.Array
   params: Any
   opt_state: Any
-  model: nn.DenseAutoencoder = struct.field(pytree_node=False)
+  config: AEConfig = struct.field(pytree_node=False)
+  model: Any = struct.field(pytree_node=False)
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
 
-def make_model(config: AEConfig, image_shape: Sequence[int]) -> nn.DenseAutoencoder:
-  return nn.DenseAutoencoder(image_shape=tuple(int(s) for s in image_shape),
+def make_model(config: AEConfig, input_shape: Sequence[int]):
+  """The Linen module for `config` on examples of `input_shape`."""
+  shape = tuple(int(s) for s in input_shape)
+  config.check_input_shape(shape)
+  if config.arch == "conv":
+    return nn.ConvAutoencoder(image_shape=shape,
+                              features=tuple(int(f) for f in config.conv_features),
+                              latent_dim=int(config.latent_dim))
+  return nn.DenseAutoencoder(image_shape=shape,
                              hidden=tuple(int(h) for h in config.hidden),
                              latent_dim=int(config.latent_dim))
 
@@ -67,24 +120,56 @@ def init_state(key: chex.PRNGKey, config: AEConfig,
   params = model.init(key, jnp.asarray(example_batch[:1]))["params"]
   tx = optax.adam(config.learning_rate)
   return AEState(step=jnp.zeros((), jnp.int32), params=params,
-                 opt_state=tx.init(params), model=model, tx=tx)
+                 opt_state=tx.init(params), config=config, model=model, tx=tx)
 
 
-def loss_fn(params, model: nn.DenseAutoencoder, x: jax.Array) -> jax.Array:
-  """Mean over the batch of the per-pixel BCE between x and its reconstruction."""
-  logits, _ = model.apply({"params": params}, x)
-  return jnp.mean(losses.bce_with_logits(logits, x))
+def corrupt(key: chex.PRNGKey, x: jax.Array, kind: str | None,
+            level: float) -> jax.Array:
+  """Noisy copy of x: f32[b, ...] in [0, 1]. Same key, same noise.
+
+  gaussian: clip(x + level * N(0, 1), 0, 1); mask: each value zeroed with
+  probability `level`; salt_pepper: each value replaced, with probability
+  `level`, by 0 or 1 with equal chance. kind None returns x.
+  """
+  if kind is None:
+    return x
+  if kind == "gaussian":
+    return jnp.clip(x + level * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
+  if kind == "mask":
+    keep = jax.random.bernoulli(key, 1.0 - level, x.shape)
+    return jnp.where(keep, x, jnp.zeros_like(x))
+  if kind == "salt_pepper":
+    k_hit, k_val = jax.random.split(key)
+    hit = jax.random.bernoulli(k_hit, level, x.shape)
+    salt = jax.random.bernoulli(k_val, 0.5, x.shape).astype(x.dtype)
+    return jnp.where(hit, salt, x)
+  raise ValueError(f"kind: expected None or one of {tuple(CORRUPTIONS)}, got {kind!r}")
+
+
+def per_example_loss(config: AEConfig, logits: jax.Array,
+                     target: jax.Array) -> jax.Array:
+  """The training loss per example: BCE from logits, or MSE of sigmoid(logits)."""
+  if config.loss == "bce":
+    return losses.bce_with_logits(logits, target)
+  return losses.mse(jax.nn.sigmoid(logits), target)
 
 
 def train_step(state: AEState, batch: jax.Array,
                key: chex.PRNGKey) -> tuple[AEState, dict[str, jax.Array]]:
-  """One Adam step on the BCE reconstruction loss.
+  """One Adam step on the reconstruction loss.
 
-  batch: f32[b, ...] in [0, 1]. key: unused (the dense AE is deterministic);
-  kept so every model shares one step signature.
+  batch: f32[b, ...] in [0, 1]. key: the run's step key; the step's own noise
+  comes from fold_in(key, state.step) (unused without corruption).
   """
-  del key
-  loss, grads = jax.value_and_grad(loss_fn)(state.params, state.model, batch)
+  cfg = state.config
+  noisy = corrupt(jax.random.fold_in(key, state.step), batch, cfg.corruption,
+                  cfg.noise_level)
+
+  def loss_fn(params):
+    logits, _ = state.model.apply({"params": params}, noisy)
+    return jnp.mean(per_example_loss(cfg, logits, batch))
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params,
@@ -100,18 +185,30 @@ def reconstruct(state: AEState, x: jax.Array) -> jax.Array:
 
 def encode(state: AEState, x: jax.Array) -> jax.Array:
   """Codes f32[b, latent_dim]."""
-  return state.model.apply({"params": state.params}, x,
-                           method=nn.DenseAutoencoder.encode)
+  return state.model.apply({"params": state.params}, x, method="encode")
 
 
 def eval_step(state: AEState, batch: jax.Array) -> dict[str, jax.Array]:
-  """Per-example test metrics, each f32[b].
+  """Per-example test metrics on clean inputs, each f32[b].
 
-  loss = bce: per-pixel BCE (the training loss); mse: per-pixel squared
-  error of the sigmoid reconstruction; psnr in dB.
+  loss: the training loss; bce: per-pixel binary cross-entropy; mse:
+  per-pixel squared error of the sigmoid reconstruction; psnr in dB.
   """
   logits, _ = state.model.apply({"params": state.params}, batch)
   recon = jax.nn.sigmoid(logits)
   bce = losses.bce_with_logits(logits, batch)
-  return {"loss": bce, "bce": bce, "mse": losses.mse(recon, batch),
-          "psnr": losses.psnr(recon, batch)}
+  mse = losses.mse(recon, batch)
+  return {"loss": bce if state.config.loss == "bce" else mse, "bce": bce,
+          "mse": mse, "psnr": losses.psnr(recon, batch)}
+
+
+def denoising_eval_step(state: AEState, batch: jax.Array,
+                        key: chex.PRNGKey) -> dict[str, jax.Array]:
+  """Per-example metrics of reconstructing the clean batch from a copy
+  corrupted with the state's own corruption drawn from `key`: f32[b] each."""
+  cfg = state.config
+  noisy = corrupt(key, batch, cfg.corruption, cfg.noise_level)
+  logits, _ = state.model.apply({"params": state.params}, noisy)
+  recon = jax.nn.sigmoid(logits)
+  return {"mse": losses.mse(recon, batch), "psnr": losses.psnr(recon, batch),
+          "noisy_mse": losses.mse(noisy, batch)}

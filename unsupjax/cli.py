@@ -25,10 +25,15 @@ from unsupjax.train import TrainingDiverged
 # Model name -> task module (`unsupjax train NAME`).
 TRAIN_TASKS: dict[str, str] = {
     "ae": "unsupjax.tasks.ae",
+    "conv-ae": "unsupjax.tasks.conv_ae",
+    "dae": "unsupjax.tasks.dae",
+    "vae": "unsupjax.tasks.vae",
+    "gan": "unsupjax.tasks.gan",
 }
 
 # Top-level command -> task module (`unsupjax NAME`).
 COMMANDS: dict[str, str] = {
+    "evaluate": "unsupjax.tasks.evaluate",
     "kmeans": "unsupjax.tasks.kmeans",
 }
 

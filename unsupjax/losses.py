@@ -54,3 +54,34 @@ def psnr(pred: jax.Array, target: jax.Array, max_value: float = 1.0) -> jax.Arra
   """
   err = jnp.maximum(mse(pred, target), 1e-10)
   return 10.0 * jnp.log10(max_value**2 / err)
+
+
+# --------------------------------------------------------------------------
+# Latent-variable models. Sums over features: nats per example.
+
+_LOG_2PI = 1.8378770664093453
+
+
+def gaussian_kl(mean: jax.Array, log_var: jax.Array) -> jax.Array:
+  """KL(N(mean, exp(log_var)) || N(0, I)) per example, closed form: f32[b].
+
+  mean, log_var: f32[b, d] of a diagonal Gaussian.
+  """
+  return 0.5 * _feature_sum(jnp.exp(log_var) + jnp.square(mean) - 1.0 - log_var)
+
+
+def diag_gaussian_log_prob(z: jax.Array, mean: jax.Array,
+                           log_var: jax.Array) -> jax.Array:
+  """log N(z; mean, diag(exp(log_var))) per example: f32[b]."""
+  return -0.5 * _feature_sum(
+      _LOG_2PI + log_var + jnp.square(z - mean) * jnp.exp(-log_var))
+
+
+def gaussian_nll(x: jax.Array, mean: jax.Array, log_scale: jax.Array) -> jax.Array:
+  """-log N(x; mean, exp(log_scale)^2) summed per example: f32[b].
+
+  log_scale broadcasts against x (e.g. one learned value per pixel).
+  """
+  log_scale = jnp.broadcast_to(log_scale, x.shape)
+  return 0.5 * _feature_sum(
+      _LOG_2PI + 2.0 * log_scale + jnp.square(x - mean) * jnp.exp(-2.0 * log_scale))

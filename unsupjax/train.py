@@ -151,6 +151,38 @@ def evaluate(state, eval_step: EvalStep, x: np.ndarray,
   return _to_python(jax.jit(make_eval_fn(eval_step))(state, xb, mask))
 
 
+MODES = ("scan", "loop", "stream")
+
+
+def _sub_jaxprs(params):
+  for v in params.values():
+    for item in (v if isinstance(v, (list, tuple)) else (v,)):
+      if hasattr(item, "eqns"):
+        yield item
+      elif hasattr(item, "jaxpr") and hasattr(item.jaxpr, "eqns"):
+        yield item.jaxpr
+
+
+def _has_convolution(jaxpr) -> bool:
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      return True
+    if any(_has_convolution(sub) for sub in _sub_jaxprs(eqn.params)):
+      return True
+  return False
+
+
+def choose_mode(train_step: TrainStep, state, batch, key, nbytes: int) -> str:
+  """The epoch mode `fit` picks when given none (see `fit`); traces the step."""
+  if not _fits_on_device(nbytes):
+    return "stream"
+  if jax.default_backend() == "cpu":
+    closed = jax.make_jaxpr(train_step)(state, jnp.asarray(batch), key)
+    if _has_convolution(closed.jaxpr):
+      return "loop"
+  return "scan"
+
+
 def _fits_on_device(nbytes: int) -> bool:
   device = jax.local_devices()[0]
   if device.platform == "cpu":
@@ -249,7 +281,7 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
         checkpoint_every: int = 1, max_to_keep: int = 3, resume: bool = False,
         progress: bool = True, desc: str = "train",
         epoch_callback: Callable[[int, Any], Mapping[str, Any]] | None = None,
-        stream: bool | None = None,
+        mode: str | None = None,
         log: Callable[[str], None] | None = None) -> FitResult:
   """Trains `state` for `epochs` epochs over `train_x`.
 
@@ -270,8 +302,13 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
     resume: continue from the latest checkpoint in `workdir`.
     progress: show a tqdm bar on stderr.
     epoch_callback: `(epoch, state) -> dict` of extra values to log.
-    stream: force (True) or forbid (False) streaming host batches;
-      None picks scan-on-device when the data fits in device memory.
+    mode: how an epoch runs. 'scan': one compiled `lax.scan` over
+      device-resident data; 'loop': a Python loop over one compiled step,
+      data on device; 'stream': the same loop feeding host batches. None
+      picks 'stream' when the data does not fit in device memory, else
+      'loop' for a step with convolutions on CPU (XLA:CPU runs convolutions
+      inside loop bodies an order of magnitude slower, jax-ml/jax#12868),
+      else 'scan'. All three see the same batches in the same order.
     log: a function that prints a line (default: tqdm.write on stderr).
 
   Returns:
@@ -310,22 +347,35 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
         f.write(json.dumps(rec) + "\n")
 
   data_key, step_key = jax.random.split(key)
-  if stream is None:
-    stream = not _fits_on_device(train_x.nbytes)
+  if mode is not None and mode not in MODES:
+    raise ValueError(f"mode: expected one of {MODES} or None, got {mode!r}")
+  if mode is None and not _fits_on_device(train_x.nbytes):
+    mode = "stream"
 
   # Compile once, up front, and time it.
   t0 = time.perf_counter()
-  if stream:
-    step_fn = jax.jit(train_step, donate_argnums=0)
-    idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
-    x_dev = None
-    first = jnp.asarray(train_x[:batch_size])
-    compiled_step = step_fn.lower(state, first, step_key).compile()
-  else:
+  x_dev = None
+  if mode in (None, "scan"):
     x_dev = jax.device_put(train_x)
     epoch_fn = jax.jit(make_epoch_fn(train_step, batch_size), donate_argnums=0)
-    compiled_epoch = epoch_fn.lower(
-        state, x_dev, data_key, step_key, jnp.int32(0)).compile()
+    traced = epoch_fn.trace(state, x_dev, data_key, step_key, jnp.int32(0))
+    if mode is None:
+      mode = ("loop" if jax.default_backend() == "cpu"
+              and _has_convolution(traced.jaxpr.jaxpr) else "scan")
+    if mode == "scan":
+      compiled_epoch = traced.lower().compile()
+  if mode != "scan":
+    idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
+    if mode == "loop":
+      x_dev = jax.device_put(train_x) if x_dev is None else x_dev
+      gather_step = jax.jit(
+          lambda st, x, ids, k: train_step(st, jnp.take(x, ids, axis=0), k),
+          donate_argnums=0)
+      compiled_step = gather_step.lower(
+          state, x_dev, jnp.zeros((batch_size,), jnp.int32), step_key).compile()
+    else:
+      compiled_step = jax.jit(train_step, donate_argnums=0).lower(
+          state, jnp.asarray(train_x[:batch_size]), step_key).compile()
   compiled_eval = None
   if eval_step is not None and eval_x is not None:
     eb, emask = _pad_batches(np.asarray(eval_x), min(eval_batch_size, len(eval_x)))
@@ -340,17 +390,22 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
   try:
     for epoch in range(start_epoch + 1, epochs + 1):
       t_epoch = time.perf_counter()
-      if stream:
-        idx = np.asarray(idx_fn(data_key, epoch, n, batch_size))
-        sums = None
-        for ids in idx:
-          state, m = compiled_step(state, jax.device_put(train_x[ids]), step_key)
-          sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-        train_metrics = _to_python(jax.tree.map(lambda s: s / len(idx), sums))
-      else:
+      if mode == "scan":
         state, m = compiled_epoch(state, x_dev, data_key, step_key,
                                   jnp.int32(epoch))
         train_metrics = _to_python(m)
+      else:
+        idx = idx_fn(data_key, epoch, n, batch_size)
+        if mode == "stream":
+          idx = np.asarray(idx)
+        sums = None
+        for ids in idx:
+          if mode == "loop":
+            state, m = compiled_step(state, x_dev, ids, step_key)
+          else:
+            state, m = compiled_step(state, jax.device_put(train_x[ids]), step_key)
+          sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+        train_metrics = _to_python(jax.tree.map(lambda s: s / len(idx), sums))
       epoch_seconds = time.perf_counter() - t_epoch
 
       record: dict[str, Any] = {"epoch": epoch,

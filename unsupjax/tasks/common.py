@@ -123,6 +123,16 @@ def load_splits(args: argparse.Namespace) -> tuple[data_lib.Dataset, data_lib.Da
   return tr, te
 
 
+def load_test_split(record: dict[str, Any], args: argparse.Namespace) -> data_lib.Dataset:
+  """The test split of a saved run's dataset (for `unsupjax evaluate`)."""
+  name = record["config"]["dataset"]
+  try:
+    return data_lib.load(name, "test", data_dir=args.data_dir,
+                         download=not args.no_download, cache_dir=args.cache_dir)
+  except data_lib.DatasetError as e:
+    raise UsageError(f"--data-dir: the run's dataset cannot be loaded: {e}") from None
+
+
 def prepare_workdir(args: argparse.Namespace, model: str,
                     run_config: dict[str, Any]) -> pathlib.Path:
   """Checks --workdir and records what trains in it.
@@ -186,6 +196,23 @@ def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
   tmp = workdir / (SUMMARY_FILE + ".tmp")
   tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
   os.replace(tmp, workdir / SUMMARY_FILE)
+
+
+def fit_summary(model: str, args: argparse.Namespace, run_config: dict,
+                result: train.FitResult, t_start: float) -> dict[str, Any]:
+  """The summary keys every trained model reports."""
+  epoch_times = [r["epoch_seconds"] for r in result.history]
+  last = result.history[-1] if result.history else {}
+  return {
+      "model": model, "dataset": args.dataset, "config": run_config,
+      "epochs": args.epochs, "steps": int(result.state.step),
+      "train_loss": last.get("train_loss"),
+      "compile_seconds": result.compile_seconds,
+      "median_epoch_seconds": float(np.median(epoch_times)) if epoch_times else None,
+      "wall_seconds": time.perf_counter() - t_start,
+      "resumed_from_epoch": result.start_epoch,
+      "device": device_description(),
+  }
 
 
 def device_description() -> str:

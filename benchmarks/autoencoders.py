@@ -1,0 +1,142 @@
+"""The autoencoder family on MNIST: quality at equal epochs, and speed.
+
+For each model (dense AE, conv AE, denoising AE, VAE) with the library's
+defaults: XLA compile time, median epoch time, achieved FLOP/s as a share of
+this machine's f32 matmul peak (measured in the same run; FLOPs per step from
+XLA's cost_analysis), test MSE after the same number of epochs, and for the
+VAE the test negative ELBO and IWAE-k NLL in nats (dynamically binarised
+training, test set binarised once).
+
+  python benchmarks/autoencoders.py --data-dir ../shared/data/tfds --epochs 10
+  python benchmarks/autoencoders.py --models vae --vae-epochs 10 50 100 --iwae-k 1000
+
+--arrays FILE.npz (keys xtr, xte as uint8 images) serves machines without
+TFDS, e.g. a GPU box: the numbers are the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _bench  # noqa: E402
+
+MODELS = ("ae", "conv-ae", "dae", "vae")
+
+
+def load(args):
+  import numpy as np
+  if args.arrays:
+    z = np.load(args.arrays)
+    return (z["xtr"].astype(np.float32) / 255).reshape(-1, 28, 28, 1), \
+           (z["xte"].astype(np.float32) / 255).reshape(-1, 28, 28, 1)
+  from unsupjax import data
+  return (data.load("mnist", "train", data_dir=args.data_dir).x,
+          data.load("mnist", "test", data_dir=args.data_dir).x)
+
+
+def step_flops(step, state, batch, key) -> float:
+  import jax
+  cost = jax.jit(step).lower(state, batch, key).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", float("nan")))
+
+
+def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples):
+  import jax
+  import numpy as np
+  from unsupjax import autoencoder as ae, train, vae
+
+  init_key, fit_key, test_key, iwae_key = jax.random.split(jax.random.PRNGKey(seed), 4)
+  flat = name in ("ae", "dae", "vae")
+  x_train = xtr.reshape(len(xtr), -1) if flat else xtr
+  x_test = xte.reshape(len(xte), -1) if flat else xte
+  if name == "vae":
+    module, batch = vae, 128
+    state = vae.init_output_bias(vae.init_state(init_key, vae.VAEConfig(), x_train[:1]), x_train)
+    eval_x = np.asarray(vae.binarize(test_key, x_test))
+  else:
+    module, batch = ae, 256
+    cfg = {"ae": ae.AEConfig(), "conv-ae": ae.AEConfig(arch="conv"),
+           "dae": ae.AEConfig(corruption="gaussian", noise_level=0.3)}[name]
+    state = ae.init_state(init_key, cfg, x_train[:1])
+    eval_x = x_test
+  flops = step_flops(module.train_step, state, x_train[:batch], fit_key)
+  result = train.fit(state, module.train_step, module.eval_step, x_train, eval_x,
+                     key=fit_key, epochs=epochs, batch_size=batch, progress=False)
+  times = [r["epoch_seconds"] for r in result.history]
+  median = statistics.median(times[1:]) if len(times) > 1 else times[0]
+  steps = len(x_train) // batch
+  row = {"model": name, "epochs": epochs, "batch": batch,
+         "compile_seconds": result.compile_seconds, "median_epoch_seconds": median,
+         "flops_per_step": flops, "achieved_flops": flops * steps / median}
+  if name == "vae":
+    final = train.evaluate(result.state, vae.eval_step, eval_x)
+    row["test_neg_elbo"] = final["neg_elbo"]
+    grey = train.evaluate(result.state, lambda s, b: {
+        "mse": ((vae.reconstruct(s, b) - b) ** 2).reshape(b.shape[0], -1).mean(1)}, x_test)
+    row["test_mse"] = grey["mse"]
+    if iwae_k:
+      t = time.perf_counter()
+      fn = jax.jit(functools.partial(vae.iwae_nll, k=iwae_k, chunk=100))
+      xs = eval_x[:iwae_examples]
+      vals = [np.asarray(fn(result.state, xs[i:i + 100], jax.random.fold_in(iwae_key, i)))
+              for i in range(0, len(xs), 100)]
+      row["test_iwae_nll"] = float(np.mean(np.concatenate(vals)))
+      row["iwae_seconds"] = time.perf_counter() - t
+  else:
+    final = train.evaluate(result.state, ae.eval_step, x_test)
+    row["test_mse"] = final["mse"]
+    row["test_bce"] = final["bce"]
+  return row
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--data-dir", default=os.path.join("..", "shared", "data", "tfds"))
+  p.add_argument("--arrays", default=None, help="npz with uint8 xtr, xte (instead of TFDS)")
+  p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+  p.add_argument("--epochs", type=int, default=10)
+  p.add_argument("--vae-epochs", type=int, nargs="+", default=None,
+                 help="VAE budgets to run (default: --epochs)")
+  p.add_argument("--iwae-k", type=int, default=1000)
+  p.add_argument("--iwae-examples", type=int, default=1000)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--json", default=None)
+  args = p.parse_args()
+
+  info = _bench.machine()
+  peak = _bench.matmul_peak_flops()
+  xtr, xte = load(args)
+  rows = []
+  for name in args.models:
+    budgets = (args.vae_epochs or [args.epochs]) if name == "vae" else [args.epochs]
+    for epochs in budgets:
+      row = bench_model(name, xtr, xte, epochs, args.seed, args.iwae_k if name == "vae" else 0,
+                        args.iwae_examples)
+      rows.append(row)
+      print(row, file=sys.stderr, flush=True)
+
+  print(f"machine: {info['cores']} cores, {info['cpu']}, JAX {info['jax']} on "
+        f"{info['backend']} ({info['device']}); f32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+  print()
+  table = []
+  for r in rows:
+    table.append([r["model"], r["epochs"], r["compile_seconds"], r["median_epoch_seconds"],
+                  f"{100 * r['achieved_flops'] / peak:.1f}%", r["test_mse"],
+                  r.get("test_bce", "-"), r.get("test_neg_elbo", "-"),
+                  r.get("test_iwae_nll", "-")])
+  print(_bench.markdown_table(
+      ["model", "epochs", "compile (s)", "median epoch (s)", "% of matmul peak",
+       "test MSE", "test BCE (nats/pixel)", "VAE test -ELBO (nats)",
+       f"VAE IWAE-{args.iwae_k} NLL (nats, {args.iwae_examples} test images)"], table))
+  _bench.write_json(args.json, {"machine": info, "peak_flops": peak, "rows": rows})
+
+
+if __name__ == "__main__":
+  main()

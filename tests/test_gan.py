@@ -1,0 +1,529 @@
+"""Tests for unsupjax.gan, unsupjax.gan_nets and unsupjax.toys."""
+
+from __future__ import annotations
+
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import norm
+
+from unsupjax import gan, gan_nets, toys
+
+
+def _softplus(x):
+  return np.logaddexp(0.0, x)
+
+
+# ------------------------------------------------------------------- toys ---
+
+
+def test_toy_geometry_and_samples():
+  np.testing.assert_allclose(toys.RING8_CENTERS[2], [0.0, 1.0], atol=1e-7)
+  np.testing.assert_allclose(np.linalg.norm(toys.RING8_CENTERS, axis=1), 1.0,
+                             atol=1e-6)
+  np.testing.assert_allclose(
+      np.arctan2(toys.RING8_CENTERS[:, 1], toys.RING8_CENTERS[:, 0]) % (2 * np.pi),
+      2 * np.pi * np.arange(8) / 8, atol=1e-6)
+  assert toys.GRID25_CENTERS.shape == (25, 2)
+  np.testing.assert_array_equal(toys.GRID25_CENTERS[5 * 1 + 3], [-2.0, 2.0])
+  assert set(np.unique(toys.GRID25_CENTERS)) == {-4.0, -2.0, 0.0, 2.0, 4.0}
+  for toy in toys.TOYS.values():
+    x = toy.sample(jax.random.PRNGKey(0), 4000)
+    chex.assert_shape(x, (4000, 2))
+    assert x.dtype == jnp.float32
+    x = np.asarray(x, np.float64)
+    d = np.linalg.norm(x[:, None] - toy.centers[None], axis=-1)
+    nearest = d.argmin(1)
+    resid = x - toy.centers[nearest]
+    np.testing.assert_allclose(resid.std(0), toy.sigma, rtol=0.06)
+    counts = np.bincount(nearest, minlength=len(toy.centers))
+    assert counts.min() > 0.5 * 4000 / len(toy.centers)
+    np.testing.assert_array_equal(x, np.asarray(toy.sample(jax.random.PRNGKey(0), 4000)))
+  with pytest.raises(ValueError, match="n:"):
+    toys.ring8(jax.random.PRNGKey(0), -1)
+
+
+# ----------------------------------------------------------------- losses ---
+
+
+LOGITS = np.array([-30.0, -3.0, -0.5, 0.0, 0.7, 4.0, 30.0])
+
+
+@pytest.mark.parametrize("kind", gan.LOSSES)
+def test_losses_match_hand_computed(kind):
+  r = LOGITS
+  f = LOGITS[::-1].copy()
+  expected_real = {"minimax": _softplus(-r), "ns": _softplus(-r),
+                   "hinge": np.maximum(0, 1 - r), "lsgan": 0.5 * (r - 1) ** 2,
+                   "wgan": -r}[kind]
+  expected_fake = {"minimax": _softplus(f), "ns": _softplus(f),
+                   "hinge": np.maximum(0, 1 + f), "lsgan": 0.5 * f ** 2,
+                   "wgan": f}[kind]
+  expected_g = {"minimax": -_softplus(f), "ns": _softplus(-f), "hinge": -f,
+                "lsgan": 0.5 * (f - 1) ** 2, "wgan": -f}[kind]
+  rj, fj = jnp.asarray(r, jnp.float32), jnp.asarray(f, jnp.float32)
+  np.testing.assert_allclose(gan.d_loss_real(kind, rj), expected_real, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(gan.d_loss_fake(kind, fj), expected_fake, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(gan.d_loss(kind, rj, fj), expected_real + expected_fake,
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(gan.g_loss(kind, fj), expected_g, rtol=1e-6, atol=1e-6)
+  assert np.isfinite(np.asarray(gan.d_loss(kind, rj, fj))).all()
+
+
+def _pointwise_optimum(kind, p, q):
+  """argmin_l p*L_real(l) + q*L_fake(l) for each (p, q), by a fine grid."""
+  grid = jnp.linspace(-12.0, 12.0, 24001)
+  lr = np.asarray(gan.d_loss_real(kind, grid), np.float64)
+  lf = np.asarray(gan.d_loss_fake(kind, grid), np.float64)
+  obj = p[:, None] * lr[None] + q[:, None] * lf[None]
+  return np.asarray(grid, np.float64)[obj.argmin(1)], obj.min(1)
+
+
+def test_minimax_optimal_discriminator_and_jsd():
+  # Two known densities on a grid: p = N(0, 1), q = N(1.5, 0.8^2).
+  xs = np.linspace(-5, 6, 221)
+  dx = xs[1] - xs[0]
+  p, q = norm.pdf(xs, 0, 1), norm.pdf(xs, 1.5, 0.8)
+  logit, value = _pointwise_optimum("minimax", p, q)
+  d_star = p / (p + q)
+  np.testing.assert_allclose(1 / (1 + np.exp(-logit)), d_star, atol=1e-3)
+  # At the optimum, -E[D loss] = 2 JSD(p, q) - log 4 (Goodfellow et al.).
+  pn, qn = p * dx, q * dx
+  jsd = jensenshannon(pn / pn.sum(), qn / qn.sum()) ** 2  # scipy returns sqrt(JSD)
+  np.testing.assert_allclose(-np.sum(value * dx), 2 * jsd - np.log(4), atol=2e-3)
+
+
+def test_lsgan_and_hinge_optimal_discriminators():
+  p = np.array([0.1, 0.3, 0.5, 0.8, 2.0])
+  q = np.array([1.0, 0.6, 0.5, 0.2, 0.1])
+  logit, _ = _pointwise_optimum("lsgan", p, q)
+  np.testing.assert_allclose(logit, p / (p + q), atol=2e-3)  # a=0, b=1: D* = p/(p+q)
+  logit, _ = _pointwise_optimum("hinge", np.array([0.2, 0.9]), np.array([0.8, 0.1]))
+  np.testing.assert_allclose(logit, [-1.0, 1.0], atol=2e-3)
+
+
+def test_minimax_generator_loss_saturates_and_ns_does_not():
+  f = jnp.array([-10.0, 0.0, 10.0])
+  g_mm = jax.vmap(jax.grad(lambda l: gan.g_loss("minimax", l[None])[0]))(f)
+  g_ns = jax.vmap(jax.grad(lambda l: gan.g_loss("ns", l[None])[0]))(f)
+  sig = 1 / (1 + np.exp(-np.asarray(f, np.float64)))
+  np.testing.assert_allclose(g_mm, -sig, rtol=1e-5)  # ~ -4.5e-5 where D rejects
+  np.testing.assert_allclose(g_ns, -(1 - sig), rtol=1e-5)  # ~ -1 there
+  assert abs(float(g_mm[0])) < 1e-4 and abs(float(g_ns[0])) > 0.99
+
+
+def test_unknown_loss_raises():
+  with pytest.raises(ValueError, match="loss"):
+    gan.g_loss("vanilla", jnp.zeros(3))
+  with pytest.raises(ValueError, match="loss"):
+    gan.GANConfig(data_shape=(2,), loss="vanilla")
+
+
+# -------------------------------------------------------------- penalties ---
+
+
+def test_gradient_penalty_known_gradients():
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+  real = jnp.asarray(rng.normal(size=(5, 3, 4)), jnp.float32)
+  fake = jnp.asarray(rng.normal(size=(5, 3, 4)), jnp.float32)
+  linear = lambda x: jnp.einsum("bij,ij->b", x, a) + 3.0
+  gp = gan.gradient_penalty(linear, real, fake, jax.random.PRNGKey(1))
+  chex.assert_shape(gp, (5,))
+  np.testing.assert_allclose(gp, (np.linalg.norm(np.asarray(a, np.float64)) - 1) ** 2,
+                             rtol=1e-5)
+  # D(x) = |x|^2 / 2 has gradient x; with real == fake the interpolate is x.
+  quad = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=(1, 2))
+  gp = gan.gradient_penalty(quad, real, real, jax.random.PRNGKey(1))
+  norms = np.linalg.norm(np.asarray(real, np.float64).reshape(5, -1), axis=1)
+  np.testing.assert_allclose(gp, (norms - 1) ** 2, rtol=1e-5)
+  # Interpolates are keyed: x_hat = eps*real + (1-eps)*fake, eps per example.
+  gp0 = gan.gradient_penalty(quad, real, fake, jax.random.PRNGKey(2))
+  eps = np.asarray(jax.random.uniform(jax.random.PRNGKey(2), (5, 1, 1)), np.float64)
+  x_hat = eps * np.asarray(real, np.float64) + (1 - eps) * np.asarray(fake, np.float64)
+  np.testing.assert_allclose(
+      gp0, (np.linalg.norm(x_hat.reshape(5, -1), axis=1) - 1) ** 2, rtol=1e-4)
+
+
+def test_r1_on_linear_discriminator():
+  rng = np.random.default_rng(1)
+  a = rng.normal(size=(6,))
+  real = jnp.asarray(rng.normal(size=(4, 6)), jnp.float32)
+  r1 = gan.r1_penalty(lambda x: x @ jnp.asarray(a, jnp.float32) - 1.0, real)
+  chex.assert_shape(r1, (4,))
+  np.testing.assert_allclose(r1, 0.5 * np.sum(a ** 2), rtol=1e-5)
+  r1 = gan.r1_penalty(lambda x: jnp.sum(x ** 2, axis=1), real)  # grad = 2x
+  np.testing.assert_allclose(r1, 2 * np.sum(np.asarray(real, np.float64) ** 2, 1), rtol=1e-5)
+
+
+# --------------------------------------------------------------- networks ---
+
+
+def test_pack_matches_numpy():
+  x = np.arange(6 * 2 * 2 * 3, dtype=np.float32).reshape(6, 2, 2, 3)
+  packed = np.asarray(gan_nets.pack(jnp.asarray(x), 3))
+  expected = np.stack([np.concatenate([x[3 * i + j] for j in range(3)], axis=-1)
+                       for i in range(2)])
+  np.testing.assert_array_equal(packed, expected)
+  v = np.arange(12, dtype=np.float32).reshape(6, 2)
+  np.testing.assert_array_equal(gan_nets.pack(jnp.asarray(v), 2), v.reshape(3, 4))
+  with pytest.raises(ValueError, match="pac"):
+    gan_nets.pack(jnp.asarray(v), 4)
+
+
+def test_minibatch_std_matches_numpy():
+  x = np.random.default_rng(2).normal(size=(8, 5)).astype(np.float32)
+  y = np.asarray(gan_nets.MinibatchStd().apply({}, jnp.asarray(x)))
+  np.testing.assert_array_equal(y[:, :5], x)
+  np.testing.assert_allclose(y[:, 5], np.std(x.astype(np.float64), axis=0).mean(), rtol=1e-5)
+
+
+def test_spectral_norm_top_singular_value_near_one():
+  disc = gan_nets.MLPDiscriminator(hidden=(32, 16), spectral_norm=True)
+  x = jnp.ones((4, 10))
+  variables = disc.init(jax.random.PRNGKey(0), x)
+  params = jax.tree.map(lambda p: 3.0 * p, variables["params"])
+  stats = variables["batch_stats"]
+
+  @jax.jit
+  def power_step(stats, _):
+    _, new = disc.apply({"params": params, "batch_stats": stats}, x,
+                        update_stats=True, mutable=["batch_stats"])
+    return new["batch_stats"], None
+
+  stats, _ = jax.lax.scan(power_step, stats, None, length=30)
+  for i, layer in enumerate(["dense_0", "dense_1"]):
+    kernel = np.asarray(params[layer]["kernel"], np.float64)
+    sigma = float(stats[f"SpectralNorm_{i}"][f"{layer}/kernel/sigma"])
+    top = np.linalg.svd(kernel, compute_uv=False)[0]
+    assert top > 1.5  # unnormalised kernels are not already near 1
+    np.testing.assert_allclose(top / sigma, 1.0, atol=0.02)
+  # The composed network is then about 1-Lipschitz (leaky ReLU is).
+  xs = jax.random.normal(jax.random.PRNGKey(3), (64, 10))
+  ys = jax.random.normal(jax.random.PRNGKey(4), (64, 10))
+  apply = lambda v: disc.apply({"params": params, "batch_stats": stats}, v)
+  ratio = jnp.abs(apply(xs) - apply(ys)) / jnp.linalg.norm(xs - ys, axis=1)
+  assert float(ratio.max()) <= 1.05
+
+
+def test_dcgan_shapes():
+  """Runs the 8x8 networks; checks the 28x28 and 32x32 ones by shape only."""
+  for shape in [(8, 8, 1), (28, 28, 1), (32, 32, 3)]:
+    gen = gan_nets.DCGANGenerator(shape, width=8, output="sigmoid")
+    disc = gan_nets.DCGANDiscriminator(width=8, spectral_norm=True, minibatch_std=True)
+    z = jnp.ones((4, 16))
+    run = jax.eval_shape if shape != (8, 8, 1) else (lambda f, *a: f(*a))
+    def both(z):
+      gv = gen.init(jax.random.PRNGKey(0), z)
+      x = gen.apply(gv, z)
+      packed = gan_nets.pack(x, 2)
+      dv = disc.init(jax.random.PRNGKey(1), packed)
+      return x, disc.apply(dv, packed)
+    x, logits = run(both, z)
+    chex.assert_shape(x, (4,) + shape)
+    chex.assert_shape(logits, (2,))
+    if shape == (8, 8, 1):
+      assert float(x.min()) >= 0 and float(x.max()) <= 1
+
+
+def test_dcgan_levels():
+  assert [gan_nets.dcgan_levels(s) for s in (8, 28, 32, 64)] == [(1, 4), (2, 7), (3, 4), (4, 4)]
+  with pytest.raises(ValueError, match="data_shape"):
+    gan.GANConfig(data_shape=(5, 5, 1), arch="dcgan")
+
+
+# ------------------------------------------------------------ the update ---
+
+
+def _small_config(**kw):
+  base = dict(data_shape=(2,), latent_dim=4, g_hidden=(16,), d_hidden=(16,),
+              g_lr=1e-2, d_lr=1e-2)
+  base.update(kw)
+  return gan.GANConfig(**base)
+
+
+def _data(n=16, seed=0):
+  return toys.ring8(jax.random.PRNGKey(seed), n)
+
+
+def _trees_equal(a, b):
+  return all(jax.tree.leaves(jax.tree.map(lambda u, v: bool(jnp.array_equal(u, v)), a, b)))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(spectral_norm=True, pac=2, minibatch_std=True),
+                                dict(loss="wgan", gp_weight=10.0, n_critic=3),
+                                dict(loss="hinge", r1_weight=1.0)])
+def test_d_step_touches_only_d_and_g_step_only_g(kw):
+  cfg = _small_config(**kw)
+  x = _data()
+  state = gan.init_state(jax.random.PRNGKey(0), cfg, x)
+  after_d, m = jax.jit(gan.d_step)(state, x, jax.random.PRNGKey(1))
+  for name in ("g_params", "g_opt", "ema_params", "step"):
+    assert _trees_equal(getattr(after_d, name), getattr(state, name)), name
+  assert not _trees_equal(after_d.d_params, state.d_params)
+  if cfg.spectral_norm:
+    assert not _trees_equal(after_d.d_stats, state.d_stats)
+  # The D update separates real from fake more than before it.
+  ev0, ev1 = gan.eval_step(state, x), gan.eval_step(after_d, x)
+  margin = lambda e: float(e["d_real_logit"].mean() - e["d_fake_logit"].mean())
+  assert margin(ev1) > margin(ev0)
+
+  after_g, gm = jax.jit(gan.g_step, static_argnums=2)(after_d, jax.random.PRNGKey(2), 16)
+  for name in ("d_params", "d_stats", "d_opt"):
+    assert _trees_equal(getattr(after_g, name), getattr(after_d, name)), name
+  assert not _trees_equal(after_g.g_params, after_d.g_params)
+  assert int(after_g.step) == 1
+  # The G update raises D's score of G's samples (same latents, raw G).
+  z = jax.random.normal(jax.random.PRNGKey(2), (16, cfg.latent_dim))
+  def score(s):
+    fake = s.generator.apply({"params": s.g_params}, z)
+    return float(gan._d_apply(s, s.d_params, s.d_stats,
+                              gan_nets.pack(fake, cfg.pac), False)[0].mean())
+  assert score(after_g) > score(after_d)
+  expected_keys = {"d_loss", "d_real_logit", "d_fake_logit", "d_real_acc",
+                   "d_fake_acc", "d_grad_norm"}
+  assert expected_keys <= set(m) and {"g_loss", "g_grad_norm"} == set(gm)
+  if cfg.gp_weight:
+    assert "gp" in m
+
+
+def test_ema_arithmetic():
+  cfg = _small_config(ema_decay=0.9)
+  x = _data()
+  state = gan.init_state(jax.random.PRNGKey(0), cfg, x)
+  ema0 = jax.tree.map(lambda p: p + 0.5, state.g_params)  # distinct from G
+  for step in (0, 3, 500):
+    s = state.replace(ema_params=ema0, step=jnp.asarray(step, jnp.int32))
+    new, _ = gan.g_step(s, jax.random.PRNGKey(1), 16)
+    d = min(0.9, (1 + step) / (10 + step))
+    expected = jax.tree.map(lambda e, p: d * np.asarray(e, np.float64) +
+                            (1 - d) * np.asarray(p, np.float64), ema0, new.g_params)
+    chex.assert_trees_all_close(new.ema_params, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_same_key_same_run_different_key_different():
+  cfg = _small_config(pac=2, spectral_norm=True)
+  x = _data(64)
+  step = jax.jit(gan.train_step)
+  def run(init_key, key):
+    s = gan.init_state(init_key, cfg, x[:16])
+    for i in range(3):
+      s, m = step(s, x[16 * i:16 * (i + 1)], key)
+    return s, m
+  a = run(jax.random.PRNGKey(0), jax.random.PRNGKey(7))
+  b = run(jax.random.PRNGKey(0), jax.random.PRNGKey(7))
+  c = run(jax.random.PRNGKey(0), jax.random.PRNGKey(8))
+  chex.assert_trees_all_equal(a, b)
+  assert not _trees_equal(a[0].g_params, c[0].g_params)
+  assert not _trees_equal(a[0].d_params, c[0].d_params)
+  s0 = gan.init_state(jax.random.PRNGKey(0), cfg, x[:16])
+  s1 = gan.init_state(jax.random.PRNGKey(1), cfg, x[:16])
+  assert not _trees_equal(s0.g_params, s1.g_params)
+
+
+def test_train_step_compiles_once_and_eval_step_shapes():
+  cfg = _small_config(pac=2)
+  x = _data(48)
+  state = gan.init_state(jax.random.PRNGKey(0), cfg, x[:16])
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def step(s, b, k):
+    return gan.train_step(s, b, k)
+
+  for i in range(3):
+    state, metrics = step(state, x[16 * i:16 * (i + 1)], jax.random.PRNGKey(3))
+  assert int(state.step) == 3
+  for v in metrics.values():
+    chex.assert_shape(v, ())
+    assert np.isfinite(float(v))
+  ev = jax.jit(gan.eval_step)(state, x[:10])  # 10: not a multiple of pac
+  for name in ("d_real_logit", "d_fake_logit", "d_real_acc", "d_fake_acc",
+               "d_loss", "g_loss"):
+    chex.assert_shape(ev[name], (10,))
+    assert ev[name].dtype == jnp.float32
+  # Deterministic: evaluating twice gives the same values.
+  chex.assert_trees_all_equal(ev, gan.eval_step(state, x[:10]))
+  s = gan.sample(state, jax.random.PRNGKey(0), 5)
+  chex.assert_shape(s, (5, 2))
+
+
+def test_generator_output_matches_data_range():
+  key = jax.random.PRNGKey(0)
+  unit = jnp.linspace(0.0, 1.0, 32).reshape(4, 8)
+  for output, data in [("sigmoid", unit), ("tanh", 2 * unit - 1), ("linear", 5 * unit - 9)]:
+    cfg = _small_config(data_shape=(8,), output=output)
+    state = gan.init_state(key, cfg, data)
+    s = gan.sample(state, key, 64)
+    if output == "sigmoid":
+      assert float(s.min()) >= 0 and float(s.max()) <= 1
+    if output == "tanh":
+      assert float(s.min()) >= -1 and float(s.max()) <= 1
+  with pytest.raises(ValueError, match="output='sigmoid'"):
+    gan.init_state(key, _small_config(data_shape=(8,), output="sigmoid"), 2 * unit - 1)
+  with pytest.raises(ValueError, match="scaled to \\[0, 1\\]"):
+    gan.init_state(key, _small_config(data_shape=(8,), output="tanh"), unit)
+  with pytest.raises(ValueError, match="output='tanh'"):
+    gan.init_state(key, _small_config(data_shape=(8,), output="tanh"), 3 * unit - 1)
+
+
+def test_bad_input_raises_before_compiling():
+  x = _data(16)
+  with pytest.raises(ValueError, match="n_critic"):
+    _small_config(n_critic=0)
+  with pytest.raises(ValueError, match="pac"):
+    _small_config(pac=0)
+  with pytest.raises(ValueError, match="output"):
+    _small_config(output="relu")
+  with pytest.raises(ValueError, match="ema_decay"):
+    _small_config(ema_decay=1.0)
+  with pytest.raises(ValueError, match="gp_weight"):
+    _small_config(gp_weight=-1.0)
+  bad = np.asarray(x).copy()
+  bad[3, 1] = np.nan
+  with pytest.raises(ValueError, match="NaN"):
+    gan.init_state(jax.random.PRNGKey(0), _small_config(), bad)
+  with pytest.raises(ValueError, match="NaN"):
+    gan.check_data(_small_config(), bad)
+  with pytest.raises(ValueError, match="shape"):
+    gan.init_state(jax.random.PRNGKey(0), _small_config(), np.zeros((4, 3), np.float32))
+  state = gan.init_state(jax.random.PRNGKey(0), _small_config(pac=4), x)
+  with pytest.raises(ValueError, match="multiple of pac=4"):
+    jax.jit(gan.train_step)(state, x[:6], jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="n:"):
+    gan.sample(state, jax.random.PRNGKey(0), 0)
+
+
+def test_config_for_defaults():
+  assert gan.config_for("ring8", (2,)).pac == 2
+  assert gan.config_for("grid25", (2,)).pac == 4
+  cfg = gan.config_for("mnist", (28, 28, 1))
+  assert cfg.arch == "dcgan" and cfg.output == "sigmoid"
+  assert gan.config_for("ring8", (2,), pac=1).pac == 1
+
+
+# ---------------------------------------------------------- learning check ---
+
+
+def _nearest_centre_coverage(samples, centers, sigma):
+  d = np.linalg.norm(samples[:, None] - centers[None], axis=-1)
+  hq = d.min(1) < 3 * sigma
+  return len(np.unique(d.argmin(1)[hq])), float(hq.mean())
+
+
+def test_ring8_learning_check():
+  """A short seeded run covers >= 7 of the 8 ring modes (2,500 samples)."""
+  steps, bs = 2000, 128
+  k_data, k_init, k_train, k_sample = jax.random.split(jax.random.PRNGKey(0), 4)
+  x = toys.ring8(k_data, 20000)
+  cfg = gan.config_for("ring8", (2,), g_hidden=(128, 128), d_hidden=(128, 128),
+                       spectral_norm=False)
+  state = gan.init_state(k_init, cfg, x[:bs])
+
+  @jax.jit
+  def run(state):
+    def body(s, i):
+      idx = jax.random.randint(jax.random.fold_in(k_data, i), (bs,), 0, x.shape[0])
+      return gan.train_step(s, x[idx], k_train)
+    return jax.lax.scan(body, state, jnp.arange(steps))
+
+  state, metrics = run(state)
+  assert np.isfinite(np.asarray(metrics["d_loss"])).all()
+  samples = np.asarray(gan.sample(state, k_sample, 2500))
+  covered, hq = _nearest_centre_coverage(samples, toys.RING8_CENTERS, toys.RING8_SIGMA)
+  assert covered >= 7, (covered, hq)
+
+
+# -------------------------------------------------------------------- CLI ---
+
+
+def _cli(args, tmp_path):
+  import os
+  import subprocess
+  import sys
+  from conftest import REPO
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             UNSUPJAX_CACHE_DIR=str(tmp_path / "cache"),
+             PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return subprocess.run([sys.executable, "-m", "unsupjax", "train", "gan", *args],
+                        cwd=tmp_path, env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_ring8_leaves_its_files(tmp_path):
+  import json
+  wd = tmp_path / "run"
+  out = _cli(["--epochs", "1", "--batch-size", "512", "--workdir", str(wd),
+              "--save-samples", "300", "--no-progress"], tmp_path)
+  assert out.returncode == 0, out.stderr
+  assert "modes" in out.stdout
+  record = json.loads((wd / "metrics.jsonl").read_text().splitlines()[0])
+  for k in ("train_d_loss", "train_g_loss", "train_d_real_acc", "train_d_fake_acc",
+            "train_d_grad_norm", "train_g_grad_norm", "test_d_real_acc",
+            "modes_covered", "hq_fraction", "reverse_kl"):
+    assert k in record, k
+  summary = json.loads((wd / "summary.json").read_text())
+  assert summary["steps"] == 100 and summary["config"]["pac"] == 2
+  assert 0 <= summary["modes_covered"] <= 8 and 0 <= summary["hq_fraction"] <= 1
+  samples = np.load(wd / "samples.npy")
+  assert samples.shape == (300, 2) and samples.dtype == np.float32
+  # In the centres' coordinates: the samples are spread around the unit circle.
+  assert 0.3 < float(np.median(np.linalg.norm(samples, axis=1))) < 2.0
+  from PIL import Image
+  assert Image.open(wd / "samples.png").size[0] > 100
+
+
+@pytest.mark.slow
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+  nan = np.zeros((100, 3), np.float32)
+  nan[7, 1] = np.nan
+  np.save(tmp_path / "nan.npy", nan)
+  cases = [(["--pac", "3"], "--pac"), (["--n-critic", "0"], "--n-critic"),
+           (["--dataset", str(tmp_path / "nan.npy"), "--batch-size", "10"], "NaN"),
+           (["--loss", "vanilla"], "--loss"),
+           (["--dataset", "ring8", "--output", "sigmoid"], "output='sigmoid'")]
+  for args, expected in cases:
+    out = _cli(args + ["--epochs", "1", "--no-progress", "--workdir",
+                       str(tmp_path / "bad")], tmp_path)
+    assert out.returncode == 2, (args, out.stderr)
+    assert expected in out.stderr, (args, out.stderr)
+    assert "Traceback" not in out.stderr
+
+
+def test_fit_on_a_users_array(tmp_path):
+  x = np.random.default_rng(0).uniform(size=(128, 3)).astype(np.float32)
+  cfg = _small_config(data_shape=(3,), output="sigmoid", pac=2)
+  result = gan.fit(jax.random.PRNGKey(0), cfg, x, x[:20], epochs=2, batch_size=32,
+                   workdir=tmp_path / "wd", progress=False)
+  assert int(result.state.step) == 8 and len(result.history) == 2
+  assert "test_d_real_acc" in result.history[-1]
+  assert (tmp_path / "wd" / "metrics.jsonl").exists()
+  with pytest.raises(ValueError, match="batch_size"):
+    gan.fit(jax.random.PRNGKey(0), cfg, x, epochs=1, batch_size=31)
+  with pytest.raises(ValueError, match="output='sigmoid'"):
+    gan.fit(jax.random.PRNGKey(0), cfg, x - 0.5, epochs=1, batch_size=32)
+
+
+def test_fit_resume_is_exact(tmp_path):
+  """1 epoch, then resume to 2 == 2 epochs straight (SN state and EMA included)."""
+  x = np.asarray(toys.ring8(jax.random.PRNGKey(3), 256))
+  cfg = _small_config(pac=2, spectral_norm=True, ema_decay=0.9)
+  kw = dict(epochs=2, batch_size=64, progress=False)
+  straight = gan.fit(jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "a", **kw)
+  gan.fit(jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "b", **dict(kw, epochs=1))
+  resumed = gan.fit(jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "b", resume=True, **kw)
+  assert resumed.start_epoch == 1 and int(resumed.state.step) == 8
+  chex.assert_trees_all_equal(straight.state, resumed.state)
+
+
+def test_toys_agree_with_the_mode_metric():
+  modes = pytest.importorskip("unsupjax.metrics.modes")
+  for name, toy in toys.TOYS.items():
+    ms = modes.MODE_SETS[name]
+    np.testing.assert_array_equal(np.asarray(ms.centres), toy.centers)
+    assert ms.sigma == toy.sigma
