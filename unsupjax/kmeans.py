@@ -52,6 +52,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+__all__ = [
+    "KMeans", "KMeansResult", "MiniBatchState", "clustering_loss",
+    "default_block_size", "epoch_batches", "fit", "fit_sharded", "inertia",
+    "kmeans_plusplus", "minibatch_fit", "minibatch_fit_arrays",
+    "minibatch_init", "minibatch_step", "predict", "predict_with_inertia",
+    "random_init", "student_t_assignment", "transform",
+]
+
 METRICS = ("euclidean", "cosine")
 INITS = ("k-means++", "random")
 

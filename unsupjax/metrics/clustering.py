@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["ari", "clustering_accuracy", "clustering_report", "contingency",
+           "matching", "nmi"]
+
 
 def _labels(y: Any, name: str) -> np.ndarray:
   a = np.asarray(y)
