@@ -34,6 +34,7 @@ TRAIN_TASKS: dict[str, str] = {
 # Top-level command -> task module (`unsupjax NAME`).
 COMMANDS: dict[str, str] = {
     "evaluate": "unsupjax.tasks.evaluate",
+    "kmeans": "unsupjax.tasks.kmeans",
 }
 
 

@@ -1,0 +1,353 @@
+"""unsupjax k-means vs scikit-learn's KMeans / MiniBatchKMeans, same run.
+
+Prints markdown tables (and writes JSON with --json PATH):
+  1. MNIST train (60000 x 784): seconds per Lloyd iteration at k = 10 and
+     k = 256 from identical initial centroids (scikit-learn's k-means++ on
+     the data), the same number of iterations (tol = 0), as the difference
+     between runs of `b` and `a` iterations so set-up costs cancel; achieved
+     GFLOP/s (2 n d k per iteration) as % of this machine's f32 matmul peak;
+     final inertia of both. Also the ratio of process CPU seconds (all
+     threads), steadier than wall time when other jobs share the cores.
+  2. Full fit, k-means++ and n_init = 10, default tol: wall time and inertia.
+  3. Scaling on synthetic data (d = 64, k = 100, n = 1e4 .. 1e6): seconds per
+     iteration and peak memory (unsupjax: XLA's buffer sizes of the compiled
+     fit; scikit-learn: tracemalloc peak of NumPy allocations).
+  4. Mini-batch: the same batches fed to `minibatch_fit` (host iterator) and
+     to `MiniBatchKMeans.partial_fit`, and `minibatch_fit_arrays` (the loop
+     on device, same batch size and epochs); time and full-data inertia.
+
+scikit-learn's BLAS: the script re-executes itself without OPENBLAS_CORETYPE
+and OPENBLAS_L2_SIZE (set on these machines; they slow OpenBLAS) and prints
+the kernel `threadpoolctl` reports.
+
+Usage:
+  nice -n 10 env JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/kmeans_vs_sklearn.py \
+      --data-dir ../shared/data/tfds --json /tmp/kmeans_bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import tracemalloc
+
+_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+if any(v in os.environ for v in _BLAS_VARS):
+  env = {k: v for k, v in os.environ.items() if k not in _BLAS_VARS}
+  os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn import cluster as skc  # noqa: E402
+from threadpoolctl import threadpool_info  # noqa: E402
+
+from unsupjax import kmeans  # noqa: E402
+
+
+def machine() -> dict:
+  model = "unknown"
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          model = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  blas = [f"{i.get('internal_api')} {i.get('version')} "
+          f"{i.get('architecture', '')} threads={i.get('num_threads')}"
+          for i in threadpool_info() if i.get("user_api") == "blas"]
+  return {"cpu": model, "cores": len(os.sched_getaffinity(0)),
+          "jax_backend": jax.default_backend(),
+          "jax_devices": [str(d) for d in jax.devices()],
+          "jax": jax.__version__, "python": platform.python_version(),
+          "blas": blas}
+
+
+CPU_TIMES: list[float] = []  # process CPU seconds of the last `timed` call
+
+
+def timed(f, reps: int) -> float:
+  """Median wall seconds of f() (which blocks on its result).
+
+  Also records the median process CPU seconds (all threads) in CPU_TIMES[0]:
+  on a machine shared with other jobs, CPU time moves less than wall time.
+  """
+  ts, cs = [], []
+  for _ in range(reps):
+    c = time.process_time()
+    t = time.perf_counter()
+    f()
+    ts.append(time.perf_counter() - t)
+    cs.append(time.process_time() - c)
+  CPU_TIMES[:] = [float(np.median(cs))]
+  return float(np.median(ts))
+
+
+def matmul_peak(reps: int) -> float:
+  n = 4096 if jax.default_backend() == "cpu" else 16384
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda a: jnp.dot(a, a, precision=jax.lax.Precision.HIGHEST))
+  f(a).block_until_ready()
+  t = timed(lambda: f(a).block_until_ready(), reps)
+  return 2 * n**3 / t
+
+
+def load_mnist(args) -> np.ndarray:
+  if args.mnist_npz:
+    with np.load(args.mnist_npz) as z:
+      x = z["images"]
+    return (x.reshape(x.shape[0], -1).astype(np.float32) / 255.0)
+  from unsupjax import data
+  return data.load("mnist", "train", data_dir=args.data_dir).flat()
+
+
+def per_iteration(args, x, xj, k, peak):
+  from sklearn.cluster import kmeans_plusplus
+  init, _ = kmeans_plusplus(x, k, random_state=0)
+  a, b = args.iters
+  sk, ours, sk_cpu, us_cpu, res = {}, {}, {}, {}, None
+  runs = {m: (lambda m=m: kmeans.fit(jax.random.key(0), xj, k, init=init,
+                                     tol=0.0, max_iter=m,
+                                     block_size=args.block_size))
+          for m in (a, b)}
+  for m in (a, b):
+    res = runs[m]()
+    assert int(res.n_iter) == m
+  for _ in range(args.rounds):  # interleaved, so load changes hit both
+    for m in (a, b):
+      est = skc.KMeans(k, init=init, n_init=1, max_iter=m, tol=0.0)
+      t = timed(lambda: est.fit(x), args.reps)
+      sk[m] = min(sk.get(m, np.inf), t)
+      sk_cpu[m] = min(sk_cpu.get(m, np.inf), CPU_TIMES[0])
+      assert est.n_iter_ == m, ("scikit-learn converged early", est.n_iter_, m)
+      sk_inertia = est.inertia_
+      t = timed(lambda: runs[m]().inertia.block_until_ready(), args.reps)
+      ours[m] = min(ours.get(m, np.inf), t)
+      us_cpu[m] = min(us_cpu.get(m, np.inf), CPU_TIMES[0])
+  res = runs[b]()
+  t_sk = (sk[b] - sk[a]) / (b - a)
+  t_us = (ours[b] - ours[a]) / (b - a)
+  c_sk = (sk_cpu[b] - sk_cpu[a]) / (b - a)
+  c_us = (us_cpu[b] - us_cpu[a]) / (b - a)
+  flops = 2 * x.shape[0] * x.shape[1] * k
+  # float64 reference inertia of our final centroids and labels.
+  c64 = np.asarray(res.centroids, np.float64)
+  lab = np.asarray(res.labels)
+  ref = sum(float(np.sum((x[s:s + 4096].astype(np.float64) - c64[lab[s:s + 4096]])**2))
+            for s in range(0, x.shape[0], 4096))
+  return {"k": k, "sklearn_s_per_iter": t_sk, "unsupjax_s_per_iter": t_us,
+          "speedup": t_sk / t_us,
+          "sklearn_cpu_s_per_iter": c_sk, "unsupjax_cpu_s_per_iter": c_us,
+          "cpu_time_ratio": c_sk / c_us,
+          "unsupjax_pct_peak": 100 * flops / t_us / peak,
+          "sklearn_pct_peak": 100 * flops / t_sk / peak,
+          "sklearn_inertia": float(sk_inertia),
+          "unsupjax_inertia": float(res.inertia),
+          "inertia_rel_diff": float(res.inertia) / sk_inertia - 1,
+          "unsupjax_inertia_vs_float64": float(res.inertia) / ref - 1}
+
+
+def full_fit(args, x, xj, k):
+  t = time.perf_counter()
+  est = skc.KMeans(k, n_init=10, random_state=0).fit(x)
+  t_sk = time.perf_counter() - t
+  run = lambda: kmeans.fit(jax.random.key(0), xj, k, n_init=10,
+                           block_size=args.block_size)
+  t = time.perf_counter()
+  res = run()
+  res.inertia.block_until_ready()
+  t_first = time.perf_counter() - t
+  t_us = timed(lambda: run().inertia.block_until_ready(), 1)
+  return {"k": k, "sklearn_s": t_sk, "unsupjax_s": t_us,
+          "unsupjax_first_call_s": t_first, "speedup": t_sk / t_us,
+          "sklearn_inertia": float(est.inertia_),
+          "unsupjax_inertia": float(res.inertia),
+          "sklearn_n_iter": int(est.n_iter_), "unsupjax_n_iter": int(res.n_iter)}
+
+
+def scaling(args, n, d=64, k=100, iters=(2, 7)):
+  rng = np.random.default_rng(0)
+  centers = rng.normal(0, 4, (k, d)).astype(np.float32)
+  x = centers[rng.integers(0, k, n)] + rng.normal(size=(n, d)).astype(np.float32)
+  init = x[:k].copy()
+  a, b = iters
+  sk, peak_sk = {}, 0
+  for m in (a, b):
+    est = skc.KMeans(k, init=init, n_init=1, max_iter=m, tol=0.0)
+    tracemalloc.start()
+    sk[m] = timed(lambda: est.fit(x), 1)
+    peak_sk = max(peak_sk, tracemalloc.get_traced_memory()[1])
+    tracemalloc.stop()
+  xj = jnp.asarray(x)
+  ours = {}
+  for m in (a, b):
+    run = lambda: kmeans.fit(jax.random.key(0), xj, k, init=init, tol=0.0,
+                             max_iter=m, block_size=args.block_size)
+    run().inertia.block_until_ready()
+    ours[m] = timed(lambda: run().inertia.block_until_ready(), 1)
+  mem = None
+  try:
+    bs = args.block_size or kmeans.default_block_size(n, d, k)
+    lowered = kmeans._fit_jit.lower(
+        jax.random.key(0), xj, jnp.ones((n,)), jnp.asarray(init),
+        jnp.float32(0), jnp.int32(b), k=k, init="array", n_init=1,
+        metric="euclidean", weighted=False, block_size=bs, n_local_trials=None, mesh=None,
+        axis_name=None)
+    ma = lowered.compile().memory_analysis()
+    mem = int(ma.temp_size_in_bytes + ma.argument_size_in_bytes
+              + ma.output_size_in_bytes)
+  except Exception:  # not every backend reports it
+    pass
+  t_sk = (sk[b] - sk[a]) / (b - a)
+  t_us = (ours[b] - ours[a]) / (b - a)
+  return {"n": n, "d": d, "k": k, "sklearn_s_per_iter": t_sk,
+          "unsupjax_s_per_iter": t_us, "speedup": t_sk / t_us,
+          "data_mb": x.nbytes / 2**20,
+          "sklearn_peak_mb": peak_sk / 2**20,
+          "unsupjax_peak_mb": None if mem is None else mem / 2**20}
+
+
+def minibatch(args, x, k=10, batch=1024, epochs=3):
+  from sklearn.cluster import kmeans_plusplus
+  init, _ = kmeans_plusplus(x[:batch], k, random_state=0)
+  rng = np.random.default_rng(0)
+  order = [rng.permutation(x.shape[0]) for _ in range(epochs)]
+  batches = [x[p[s:s + batch]] for p in order
+             for s in range(0, x.shape[0] - batch + 1, batch)]
+  warm = skc.MiniBatchKMeans(k, init=init, n_init=1, batch_size=batch,
+                             reassignment_ratio=0.0)
+  for bx in batches[:3]:  # first calls pay one-time set-up
+    warm.partial_fit(bx)
+  est = skc.MiniBatchKMeans(k, init=init, n_init=1, batch_size=batch,
+                            reassignment_ratio=0.0)
+  t = time.perf_counter()
+  for bx in batches:
+    est.partial_fit(bx)
+  t_sk = time.perf_counter() - t
+  kmeans.minibatch_fit(jax.random.key(0), batches[:2], k, init=init)  # compile
+  t = time.perf_counter()
+  state = kmeans.minibatch_fit(jax.random.key(0), batches, k, init=init)
+  state.centroids.block_until_ready()
+  t_us = time.perf_counter() - t
+  xj = jnp.asarray(x)
+  # The whole loop on device (its own keyed batch order, same sizes).
+  dev = lambda: kmeans.minibatch_fit_arrays(
+      jax.random.key(0), xj, k, batch_size=batch, epochs=epochs, init=init)
+  dev()[0].centroids.block_until_ready()
+  t = time.perf_counter()
+  dstate, _ = dev()
+  dstate.centroids.block_until_ready()
+  t_dev = time.perf_counter() - t
+  full = kmeans.fit(jax.random.key(0), xj, k, init=init, tol=0.0)
+  return {"k": k, "batch": batch, "steps": len(batches),
+          "sklearn_s": t_sk, "unsupjax_s": t_us, "speedup": t_sk / t_us,
+          "unsupjax_device_loop_s": t_dev, "device_loop_speedup": t_sk / t_dev,
+          "sklearn_inertia": float(kmeans.inertia(est.cluster_centers_, xj)),
+          "unsupjax_inertia": float(kmeans.inertia(state.centroids, xj)),
+          "device_loop_inertia": float(kmeans.inertia(dstate.centroids, xj)),
+          "full_batch_inertia_same_init": float(full.inertia)}
+
+
+def table(rows, cols):
+  out = ["| " + " | ".join(c for c, _ in cols) + " |",
+         "|" + "---|" * len(cols)]
+  for r in rows:
+    out.append("| " + " | ".join(fmt.format(r[c]) if r[c] is not None else "-"
+                                 for c, fmt in cols) + " |")
+  return "\n".join(out)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--data-dir", default="../shared/data/tfds")
+  p.add_argument("--mnist-npz", default=None,
+                 help="an unsupjax decode-cache .npz of MNIST train instead")
+  p.add_argument("--ks", default="10,256")
+  p.add_argument("--iters", default="2,12",
+                 help="a,b: per-iteration time = (t(b) - t(a)) / (b - a)")
+  p.add_argument("--reps", type=int, default=3)
+  p.add_argument("--rounds", type=int, default=2,
+                 help="interleaved rounds of the Lloyd timing (best kept)")
+  p.add_argument("--block-size", type=int, default=None)
+  p.add_argument("--scaling-ns", default="10000,100000,1000000")
+  p.add_argument("--skip", default="",
+                 help="comma list of: lloyd,fit,scaling,minibatch")
+  p.add_argument("--json", default=None)
+  args = p.parse_args()
+  args.iters = tuple(int(v) for v in args.iters.split(","))
+  skip = set(filter(None, args.skip.split(",")))
+
+  info = machine()
+  peak = matmul_peak(args.reps)
+  info["f32_matmul_peak_gflops"] = peak / 1e9
+  print(f"machine: {info['cpu']}, {info['cores']} cores, JAX {info['jax']} "
+        f"backend={info['jax_backend']} ({', '.join(info['jax_devices'])})")
+  print(f"scikit-learn BLAS: {'; '.join(info['blas'])}")
+  print(f"f32 matmul peak (jnp.dot): {peak / 1e9:.0f} GFLOP/s\n")
+  out = {"machine": info}
+
+  x = load_mnist(args)
+  xj = jnp.asarray(x)
+  if "lloyd" not in skip:
+    rows = [per_iteration(args, x, xj, int(k), peak)
+            for k in args.ks.split(",")]
+    out["lloyd_mnist"] = rows
+    print(f"### Lloyd iteration on MNIST train {x.shape}, same init, "
+          f"{args.iters[1]} vs {args.iters[0]} iterations\n")
+    print(table(rows, [("k", "{}"), ("sklearn_s_per_iter", "{:.4f}"),
+                       ("unsupjax_s_per_iter", "{:.4f}"), ("speedup", "{:.2f}x"),
+                       ("cpu_time_ratio", "{:.2f}x"),
+                       ("unsupjax_pct_peak", "{:.0f}%"),
+                       ("sklearn_pct_peak", "{:.0f}%"),
+                       ("sklearn_inertia", "{:.6g}"),
+                       ("unsupjax_inertia", "{:.6g}"),
+                       ("inertia_rel_diff", "{:.1e}"),
+                       ("unsupjax_inertia_vs_float64", "{:.1e}")]))
+    print()
+  if "fit" not in skip:
+    rows = [full_fit(args, x, xj, 10)]
+    out["full_fit_mnist"] = rows
+    print("### Full fit on MNIST train, k-means++, n_init=10, tol=1e-4\n")
+    print(table(rows, [("k", "{}"), ("sklearn_s", "{:.2f}"),
+                       ("unsupjax_s", "{:.2f}"),
+                       ("unsupjax_first_call_s", "{:.2f}"),
+                       ("speedup", "{:.2f}x"), ("sklearn_inertia", "{:.6g}"),
+                       ("unsupjax_inertia", "{:.6g}"),
+                       ("sklearn_n_iter", "{}"), ("unsupjax_n_iter", "{}")]))
+    print()
+  if "scaling" not in skip:
+    rows = [scaling(args, int(n)) for n in args.scaling_ns.split(",")]
+    out["scaling"] = rows
+    print("### Scaling, synthetic blobs, d=64, k=100\n")
+    print(table(rows, [("n", "{}"), ("sklearn_s_per_iter", "{:.4f}"),
+                       ("unsupjax_s_per_iter", "{:.4f}"),
+                       ("speedup", "{:.2f}x"), ("data_mb", "{:.0f}"),
+                       ("sklearn_peak_mb", "{:.0f}"),
+                       ("unsupjax_peak_mb", "{:.0f}")]))
+    print()
+  if "minibatch" not in skip:
+    rows = [minibatch(args, x)]
+    out["minibatch_mnist"] = rows
+    print("### Mini-batch on MNIST train, same batches (3 epochs)\n")
+    print(table(rows, [("k", "{}"), ("batch", "{}"), ("steps", "{}"),
+                       ("sklearn_s", "{:.2f}"), ("unsupjax_s", "{:.2f}"),
+                       ("speedup", "{:.2f}x"),
+                       ("unsupjax_device_loop_s", "{:.2f}"),
+                       ("device_loop_speedup", "{:.2f}x"),
+                       ("sklearn_inertia", "{:.6g}"),
+                       ("unsupjax_inertia", "{:.6g}"),
+                       ("device_loop_inertia", "{:.6g}"),
+                       ("full_batch_inertia_same_init", "{:.6g}")]))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
