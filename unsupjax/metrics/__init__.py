@@ -5,8 +5,9 @@
   modes     mode collapse on the 2-D toys and Stacked MNIST
   features  the shipped MNIST feature network (checksum-verified)
   reconstruction  MSE / PSNR / BCE of autoencoders, per example and per dataset
+  clustering      accuracy (Hungarian matching), NMI, ARI
 """
 
-from unsupjax.metrics import features, fid, modes, prdc, reconstruction
+from unsupjax.metrics import clustering, features, fid, modes, prdc, reconstruction
 
-__all__ = ["features", "fid", "modes", "prdc", "reconstruction"]
+__all__ = ["clustering", "features", "fid", "modes", "prdc", "reconstruction"]
