@@ -46,7 +46,7 @@ def step_flops(step, state, batch, key) -> float:
   return float(cost.get("flops", float("nan")))
 
 
-def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples):
+def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation="relu"):
   import jax
   import numpy as np
   from unsupjax import autoencoder as ae, train, vae
@@ -58,7 +58,8 @@ def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples):
   x_test = xte.reshape(len(xte), -1) if flat else xte
   if name == "vae":
     module, batch = vae, 128
-    state = vae.init_output_bias(vae.init_state(init_key, vae.VAEConfig(), x_train[:1]), x_train)
+    state = vae.init_output_bias(vae.init_state(
+        init_key, vae.VAEConfig(activation=activation), x_train[:1]), x_train)
     eval_x = np.asarray(vae.binarize(test_key, x_test))
   else:
     module, batch = ae, 256
@@ -104,6 +105,7 @@ def main() -> None:
   p.add_argument("--iwae-k", type=int, default=1000)
   p.add_argument("--iwae-examples", type=int, default=1000)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--vae-activation", default="relu", help="the VAE's hidden nonlinearity")
   p.add_argument("--json", default=None)
   args = p.parse_args()
 
@@ -115,7 +117,7 @@ def main() -> None:
     budgets = (args.vae_epochs or [args.epochs]) if name == "vae" else [args.epochs]
     for epochs in budgets:
       row = bench_model(name, xtr, xte, epochs, args.seed, args.iwae_k if name == "vae" else 0,
-                        args.iwae_examples)
+                        args.iwae_examples, args.vae_activation)
       rows.append(row)
       print(row, file=sys.stderr, flush=True)
 

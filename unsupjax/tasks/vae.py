@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                  help="encoder hidden widths (dense), or the width after the convs")
   m.add_argument("--conv-features", type=int, nargs="+",
                  default=list(vae.VAEConfig.conv_features))
+  m.add_argument("--activation", choices=tuple(vae.ACTIVATIONS), default="relu",
+                 help="hidden-layer nonlinearity of encoder and decoder")
   m.add_argument("--beta", type=float, default=vae.VAEConfig.beta,
                  help="weight of the KL term (1 = the ELBO)")
   m.add_argument("--likelihood", choices=vae.LIKELIHOODS, default="bernoulli")
@@ -64,7 +66,7 @@ def build_config(args: argparse.Namespace) -> vae.VAEConfig:
                        latent_dim=args.latent_dim, beta=args.beta,
                        likelihood=args.likelihood,
                        binarize=args.likelihood == "bernoulli" and not args.no_binarize,
-                       learning_rate=args.lr)
+                       learning_rate=args.lr, activation=args.activation)
 
 
 def _save_latent_plot(path, state, test_x, labels, image_shape):
@@ -99,7 +101,7 @@ def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
                          conv_features=tuple(cfg["conv_features"]),
                          latent_dim=cfg["latent_dim"], beta=cfg["beta"],
                          likelihood=cfg["likelihood"], binarize=cfg["binarize"],
-                         learning_rate=cfg["lr"])
+                         learning_rate=cfg["lr"], activation=cfg.get("activation", "relu"))
   test_ds = common.load_test_split(record, args)
   test_grey = test_ds.flat() if config.arch == "dense" else test_ds.x
   _, _, test_key, _, iwae_key = jax.random.split(jax.random.PRNGKey(cfg["seed"]), 5)
@@ -127,7 +129,8 @@ def run(args: argparse.Namespace) -> dict:
   run_config = common.run_config(
       args, arch=config.arch, hidden=list(config.hidden),
       conv_features=list(config.conv_features), latent_dim=config.latent_dim,
-      beta=config.beta, likelihood=config.likelihood, binarize=config.binarize)
+      beta=config.beta, likelihood=config.likelihood, binarize=config.binarize,
+      activation=config.activation)
   train_ds, test_ds = common.load_splits(args, config.check_input_shape,
                                          f"vae --arch {config.arch}")
   if args.iwae_k and args.iwae_examples > test_ds.num_examples:
