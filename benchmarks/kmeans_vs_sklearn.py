@@ -30,43 +30,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import tracemalloc
 
-_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-if any(v in os.environ for v in _BLAS_VARS):
-  env = {k: v for k, v in os.environ.items() if k not in _BLAS_VARS}
-  os.execve(sys.executable, [sys.executable] + sys.argv, env)
+sys.path.insert(0, os.path.dirname(__file__))
+import _bench  # noqa: E402
+
+_bench.reexec_without_blas_throttles()  # before NumPy loads its BLAS
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import cluster as skc  # noqa: E402
-from threadpoolctl import threadpool_info  # noqa: E402
 
 from unsupjax import kmeans  # noqa: E402
-
-
-def machine() -> dict:
-  model = "unknown"
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          model = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  blas = [f"{i.get('internal_api')} {i.get('version')} "
-          f"{i.get('architecture', '')} threads={i.get('num_threads')}"
-          for i in threadpool_info() if i.get("user_api") == "blas"]
-  return {"cpu": model, "cores": len(os.sched_getaffinity(0)),
-          "jax_backend": jax.default_backend(),
-          "jax_devices": [str(d) for d in jax.devices()],
-          "jax": jax.__version__, "python": platform.python_version(),
-          "blas": blas}
 
 
 CPU_TIMES: list[float] = []  # process CPU seconds of the last `timed` call
@@ -283,12 +261,13 @@ def main():
   args.iters = tuple(int(v) for v in args.iters.split(","))
   skip = set(filter(None, args.skip.split(",")))
 
-  info = machine()
+  info = _bench.machine()
+  info["blas"] = _bench.blas_info()
   peak = matmul_peak(args.reps)
   info["f32_matmul_peak_gflops"] = peak / 1e9
   print(f"machine: {info['cpu']}, {info['cores']} cores, JAX {info['jax']} "
-        f"backend={info['jax_backend']} ({', '.join(info['jax_devices'])})")
-  print(f"scikit-learn BLAS: {'; '.join(info['blas'])}")
+        f"backend={info['backend']} ({info['devices']} x {info['device']})")
+  print(f"scikit-learn BLAS: {info['blas']}")
   print(f"f32 matmul peak (jnp.dot): {peak / 1e9:.0f} GFLOP/s\n")
   out = {"machine": info}
 
