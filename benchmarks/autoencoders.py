@@ -46,7 +46,8 @@ def step_flops(step, state, batch, key) -> float:
   return float(cost.get("flops", float("nan")))
 
 
-def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation="relu"):
+def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation="relu",
+                output_bias=True):
   import jax
   import numpy as np
   from unsupjax import autoencoder as ae, train, vae
@@ -58,8 +59,9 @@ def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation=
   x_test = xte.reshape(len(xte), -1) if flat else xte
   if name == "vae":
     module, batch = vae, 128
-    state = vae.init_output_bias(vae.init_state(
-        init_key, vae.VAEConfig(activation=activation), x_train[:1]), x_train)
+    state = vae.init_state(init_key, vae.VAEConfig(activation=activation), x_train[:1])
+    if output_bias:
+      state = vae.init_output_bias(state, x_train)
     eval_x = np.asarray(vae.binarize(test_key, x_test))
   else:
     module, batch = ae, 256
@@ -106,6 +108,8 @@ def main() -> None:
   p.add_argument("--iwae-examples", type=int, default=1000)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--vae-activation", default="relu", help="the VAE's hidden nonlinearity")
+  p.add_argument("--vae-no-output-bias", action="store_true",
+                 help="skip the VAE's output-bias warm start (vae.init_output_bias)")
   p.add_argument("--json", default=None)
   args = p.parse_args()
 
@@ -117,7 +121,8 @@ def main() -> None:
     budgets = (args.vae_epochs or [args.epochs]) if name == "vae" else [args.epochs]
     for epochs in budgets:
       row = bench_model(name, xtr, xte, epochs, args.seed, args.iwae_k if name == "vae" else 0,
-                        args.iwae_examples, args.vae_activation)
+                        args.iwae_examples, args.vae_activation,
+                        not args.vae_no_output_bias)
       rows.append(row)
       print(row, file=sys.stderr, flush=True)
 
