@@ -172,15 +172,18 @@ def _has_convolution(jaxpr) -> bool:
   return False
 
 
+def _on_device_mode(jaxpr) -> str:
+  """'loop' for a program with convolutions on CPU (jax-ml/jax#12868), else 'scan'."""
+  if jax.default_backend() == "cpu" and _has_convolution(jaxpr):
+    return "loop"
+  return "scan"
+
+
 def choose_mode(train_step: TrainStep, state, batch, key, nbytes: int) -> str:
   """The epoch mode `fit` picks when given none (see `fit`); traces the step."""
   if not _fits_on_device(nbytes):
     return "stream"
-  if jax.default_backend() == "cpu":
-    closed = jax.make_jaxpr(train_step)(state, jnp.asarray(batch), key)
-    if _has_convolution(closed.jaxpr):
-      return "loop"
-  return "scan"
+  return _on_device_mode(jax.make_jaxpr(train_step)(state, jnp.asarray(batch), key).jaxpr)
 
 
 def _fits_on_device(nbytes: int) -> bool:
@@ -359,9 +362,8 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
     x_dev = jax.device_put(train_x)
     epoch_fn = jax.jit(make_epoch_fn(train_step, batch_size), donate_argnums=0)
     traced = epoch_fn.trace(state, x_dev, data_key, step_key, jnp.int32(0))
-    if mode is None:
-      mode = ("loop" if jax.default_backend() == "cpu"
-              and _has_convolution(traced.jaxpr.jaxpr) else "scan")
+    if mode is None:  # decided from this trace, so the step is traced once
+      mode = _on_device_mode(traced.jaxpr.jaxpr)
     if mode == "scan":
       compiled_epoch = traced.lower().compile()
   if mode != "scan":
