@@ -476,6 +476,20 @@ def test_cli_ring8_leaves_its_files(tmp_path):
   assert 0.3 < float(np.median(np.linalg.norm(samples, axis=1))) < 2.0
   from PIL import Image
   assert Image.open(wd / "samples.png").size[0] > 100
+  # `unsupjax evaluate` re-opens the run and finds the summary's mode counts.
+  import os
+  import subprocess
+  import sys
+  from conftest import REPO
+  env = dict(os.environ, JAX_PLATFORMS="cpu", UNSUPJAX_CACHE_DIR=str(tmp_path / "cache"),
+             PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  ev = subprocess.run([sys.executable, "-m", "unsupjax", "evaluate", str(wd)], cwd=tmp_path,
+                      env=env, capture_output=True, text=True, timeout=300)
+  assert ev.returncode == 0, ev.stderr
+  evaluated = json.loads((wd / "eval.json").read_text())
+  for k in ("modes_covered", "hq_fraction", "reverse_kl"):
+    assert evaluated[k] == pytest.approx(summary[k], rel=1e-6), k
+  assert evaluated["step"] == summary["steps"]
 
 
 @pytest.mark.slow
