@@ -99,3 +99,16 @@ def test_fit_rejects_bad_arguments(digits):
   with pytest.raises(ValueError, match="epochs"):
     train.fit(st, ae.train_step, None, digits[0].x[:10], key=jax.random.PRNGKey(0),
               epochs=0, batch_size=5, progress=False)
+
+
+def test_resume_drops_records_past_the_checkpoint(digits, tmp_path):
+  """A killed run may have logged an epoch it never checkpointed, or cut its
+  last line short; resume keeps exactly the checkpointed epochs' records."""
+  _fit(digits, tmp_path, 2)
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"epoch": 3, "train_loss": 0.0}) + "\n")
+    f.write('{"epoch": 4, "train_lo')
+  _fit(digits, tmp_path, 3, resume=True)
+  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [r["epoch"] for r in lines] == [1, 2, 3]
+  assert lines[-1]["train_loss"] > 0.0

@@ -265,10 +265,14 @@ def _read_history(path: pathlib.Path, upto_epoch: int) -> list[dict]:
   with open(path) as f:
     for line in f:
       line = line.strip()
-      if line:
+      if not line:
+        continue
+      try:
         rec = json.loads(line)
-        if rec.get("epoch", 0) <= upto_epoch:
-          records.append(rec)
+      except ValueError:
+        break  # a write cut short by a kill: only ever the last line
+      if rec.get("epoch", 0) <= upto_epoch:
+        records.append(rec)
   return records
 
 
@@ -424,12 +428,15 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
       if epoch_callback is not None:
         record.update(epoch_callback(epoch, state))
 
-      if ckpt is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
-        ckpt.save(epoch, state, {"epoch": epoch, "step": record["step"]})
-        last_saved = epoch
+      # The record goes to disk before the checkpoint: a kill between the
+      # two re-runs this epoch on resume (its record is dropped), while the
+      # other order could leave a checkpoint whose record was never written.
       if metrics_path is not None:
         with open(metrics_path, "a") as f:
           f.write(json.dumps(record) + "\n")
+      if ckpt is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
+        ckpt.save(epoch, state, {"epoch": epoch, "step": record["step"]})
+        last_saved = epoch
       history.append(record)
       bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
                        if k in ("train_loss", "test_loss")})
