@@ -2,6 +2,8 @@
 
 import os
 import pathlib
+import subprocess
+import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -29,3 +31,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
   """Decoded datasets and compiled programs go to a per-session temp dir."""
   cache = tmp_path_factory.getbasetemp() / "unsupjax-cache"
   monkeypatch.setenv("UNSUPJAX_CACHE_DIR", str(cache))
+
+
+def cli_env(tmp_path) -> dict:
+  """The environment of a CLI subprocess: CPU, this checkout, a private cache."""
+  env = dict(os.environ)
+  env["JAX_PLATFORMS"] = "cpu"
+  env["UNSUPJAX_CACHE_DIR"] = str(tmp_path / "cache")
+  env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def run_cli(args, tmp_path, **kw) -> subprocess.CompletedProcess:
+  """`python -m unsupjax ARGS` in tmp_path, as a user runs it."""
+  return subprocess.run([sys.executable, "-m", "unsupjax", *args], cwd=tmp_path,
+                        env=cli_env(tmp_path), capture_output=True, text=True,
+                        timeout=300, **kw)

@@ -1,8 +1,6 @@
 """The command line, run as a user runs it: in a subprocess."""
 
 import json
-import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -11,21 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO
-
-
-def _env(tmp_path):
-  env = dict(os.environ)
-  env["JAX_PLATFORMS"] = "cpu"
-  env["UNSUPJAX_CACHE_DIR"] = str(tmp_path / "cache")
-  env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-  return env
-
-
-def _run(args, tmp_path, **kw):
-  return subprocess.run([sys.executable, "-m", "unsupjax", *args],
-                        cwd=tmp_path, env=_env(tmp_path), capture_output=True,
-                        text=True, timeout=300, **kw)
+from conftest import cli_env as _env
+from conftest import run_cli as _run
 
 
 def test_train_ae_leaves_its_files(tmp_path):

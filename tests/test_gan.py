@@ -442,19 +442,10 @@ def test_ring8_learning_check():
 
 
 def _cli(args, tmp_path):
-  import os
-  import subprocess
-  import sys
-  from conftest import REPO
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             UNSUPJAX_CACHE_DIR=str(tmp_path / "cache"),
-             PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  return subprocess.run([sys.executable, "-m", "unsupjax", "train", "gan", *args],
-                        cwd=tmp_path, env=env, capture_output=True, text=True,
-                        timeout=300)
+  from conftest import run_cli
+  return run_cli(["train", "gan", *args], tmp_path)
 
 
-@pytest.mark.slow
 def test_cli_ring8_leaves_its_files(tmp_path):
   import json
   wd = tmp_path / "run"
@@ -477,14 +468,8 @@ def test_cli_ring8_leaves_its_files(tmp_path):
   from PIL import Image
   assert Image.open(wd / "samples.png").size[0] > 100
   # `unsupjax evaluate` re-opens the run and finds the summary's mode counts.
-  import os
-  import subprocess
-  import sys
-  from conftest import REPO
-  env = dict(os.environ, JAX_PLATFORMS="cpu", UNSUPJAX_CACHE_DIR=str(tmp_path / "cache"),
-             PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  ev = subprocess.run([sys.executable, "-m", "unsupjax", "evaluate", str(wd)], cwd=tmp_path,
-                      env=env, capture_output=True, text=True, timeout=300)
+  from conftest import run_cli
+  ev = run_cli(["evaluate", str(wd)], tmp_path)
   assert ev.returncode == 0, ev.stderr
   evaluated = json.loads((wd / "eval.json").read_text())
   for k in ("modes_covered", "hq_fraction", "reverse_kl"):

@@ -218,13 +218,14 @@ def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
 
 def fit_summary(model: str, args: argparse.Namespace, run_config: dict,
                 result: train.FitResult, t_start: float) -> dict[str, Any]:
-  """The summary keys every trained model reports."""
+  """The summary keys every trained model reports (with the last epoch's
+  train_* metrics, when this call ran an epoch)."""
   epoch_times = [r["epoch_seconds"] for r in result.history]
   last = result.history[-1] if result.history else {}
   return {
       "model": model, "dataset": args.dataset, "config": run_config,
       "epochs": args.epochs, "steps": int(result.state.step),
-      "train_loss": last.get("train_loss"),
+      **{k: v for k, v in last.items() if k.startswith("train_")},
       "compile_seconds": result.compile_seconds,
       "median_epoch_seconds": float(np.median(epoch_times)) if epoch_times else None,
       "wall_seconds": time.perf_counter() - t_start,

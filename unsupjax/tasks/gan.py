@@ -345,19 +345,8 @@ def run(args: argparse.Namespace) -> dict:
   final = train.evaluate(state, gan.eval_step, eval_x)
   samples = np.asarray(view(state))
   draw(args.epochs, samples)
-  summary = {
-      "model": MODEL, "dataset": args.dataset, "config": run_config,
-      "epochs": args.epochs, "steps": int(state.step),
-      **{f"test_{k}": v for k, v in final.items()},
-      "compile_seconds": result.compile_seconds,
-      "median_epoch_seconds": (float(np.median([r["epoch_seconds"] for r in result.history]))
-                               if result.history else None),
-      "resumed_from_epoch": result.start_epoch,
-      "device": common.device_description(),
-  }
-  if result.history:
-    last = result.history[-1]
-    summary.update({k: last[k] for k in last if k.startswith("train_")})
+  summary = common.fit_summary(MODEL, args, run_config, result, t_start)
+  summary.update({f"test_{k}": v for k, v in final.items()})
   if is_toy:
     summary.update(_mode_stats(samples, args.dataset))
     summary["mode_samples"] = MODE_SAMPLES
