@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
 
 from unsupjax import autoencoder as ae
 from unsupjax import train
@@ -112,3 +113,35 @@ def test_resume_drops_records_past_the_checkpoint(digits, tmp_path):
   lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert [r["epoch"] for r in lines] == [1, 2, 3]
   assert lines[-1]["train_loss"] > 0.0
+
+
+class _Counter(struct.PyTreeNode):
+  step: jax.Array
+  seen: jax.Array
+
+
+def test_fit_accepts_a_pytree_of_arrays_in_every_mode():
+  """A batch may be a dict of arrays (images plus their row indices): every
+  mode hands the step the same rows of each leaf, in the same order."""
+  x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+  data = {"x": x, "index": np.arange(40, dtype=np.int32)}
+
+  def step(state, batch, key):
+    del key
+    # The rows of x must be the rows the indices name.
+    err = jnp.max(jnp.abs(batch["x"] - jnp.asarray(x)[batch["index"]]))
+    return state.replace(step=state.step + 1,
+                         seen=state.seen + jnp.sum(batch["index"])), {"loss": err}
+
+  def eval_step(state, batch):
+    return {"sum": jnp.sum(batch["x"], axis=1)}
+
+  results = {}
+  for mode in train.MODES:
+    state = _Counter(step=jnp.int32(0), seen=jnp.int32(0))
+    res = train.fit(state, step, eval_step, data, data, key=jax.random.PRNGKey(1),
+                    epochs=2, batch_size=8, mode=mode, progress=False)
+    assert all(r["train_loss"] == 0.0 for r in res.history)
+    np.testing.assert_allclose(res.history[-1]["test_sum"], x.sum(1).mean(), rtol=1e-5)
+    results[mode] = int(res.state.seen)
+  assert len(set(results.values())) == 1 and results["scan"] == 2 * sum(range(40))

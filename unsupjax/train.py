@@ -100,16 +100,17 @@ def _to_python(tree: Mapping[str, Any]) -> dict:
 def make_epoch_fn(train_step: TrainStep, batch_size: int) -> Callable:
   """(state, x, data_key, step_key, epoch) -> (state, mean metrics).
 
-  x: f32[n, ...] on device. One `lax.scan` over the epoch's n // batch_size
-  whole batches; each step gathers its batch from x on device, so nothing
-  crosses the host boundary inside an epoch.
+  x: f32[n, ...] on device, or a pytree of such arrays sharing n. One
+  `lax.scan` over the epoch's n // batch_size whole batches; each step
+  gathers its batch from x on device, so nothing crosses the host boundary
+  inside an epoch.
   """
 
   def epoch_fn(state, x, data_key, step_key, epoch):
-    idx = data_lib.batch_indices(data_key, epoch, x.shape[0], batch_size)
+    idx = data_lib.batch_indices(data_key, epoch, num_examples(x), batch_size)
 
     def body(state, ids):
-      return train_step(state, jnp.take(x, ids, axis=0), step_key)
+      return train_step(state, take(x, ids), step_key)
 
     state, metrics = jax.lax.scan(body, state, idx)
     return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
@@ -117,15 +118,37 @@ def make_epoch_fn(train_step: TrainStep, batch_size: int) -> Callable:
   return epoch_fn
 
 
-def _pad_batches(x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """x: [n, ...] -> (x padded to [nb, batch_size, ...], mask f32[nb, batch_size])."""
-  n = x.shape[0]
+def take(x, ids):
+  """Rows `ids` of x, an array or a pytree of arrays sharing the leading axis."""
+  return jax.tree.map(lambda a: jnp.take(a, ids, axis=0), x)
+
+
+def num_examples(x) -> int:
+  """The leading size shared by every leaf of x (an array or a pytree)."""
+  sizes = {int(np.shape(a)[0]) for a in jax.tree.leaves(x)}
+  if len(sizes) != 1:
+    raise ValueError(f"train_x: expected arrays sharing one leading size, got sizes {sorted(sizes)}")
+  return sizes.pop()
+
+
+def _nbytes(x) -> int:
+  return sum(int(np.asarray(a).nbytes) for a in jax.tree.leaves(x))
+
+
+def _pad_batches(x, batch_size: int):
+  """x: [n, ...] (or a pytree of them) -> (x padded to [nb, batch_size, ...],
+  mask f32[nb, batch_size])."""
+  n = num_examples(x)
   nb = max(1, math.ceil(n / batch_size))
   pad = nb * batch_size - n
-  xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+
+  def pad_one(a):
+    a = np.asarray(a)
+    ap = np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a
+    return ap.reshape((nb, batch_size) + a.shape[1:])
+
   mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-  return (xp.reshape((nb, batch_size) + x.shape[1:]),
-          mask.reshape(nb, batch_size))
+  return jax.tree.map(pad_one, x), mask.reshape(nb, batch_size)
 
 
 def make_eval_fn(eval_step: EvalStep) -> Callable:
@@ -147,7 +170,7 @@ def make_eval_fn(eval_step: EvalStep) -> Callable:
 def evaluate(state, eval_step: EvalStep, x: np.ndarray,
              batch_size: int = DEFAULT_EVAL_BATCH) -> dict[str, float]:
   """Dataset means of `eval_step`'s per-example values over all of x."""
-  xb, mask = _pad_batches(np.asarray(x), min(batch_size, len(x)))
+  xb, mask = _pad_batches(x, min(batch_size, num_examples(x)))
   return _to_python(jax.jit(make_eval_fn(eval_step))(state, xb, mask))
 
 
@@ -183,7 +206,8 @@ def choose_mode(train_step: TrainStep, state, batch, key, nbytes: int) -> str:
   """The epoch mode `fit` picks when given none (see `fit`); traces the step."""
   if not _fits_on_device(nbytes):
     return "stream"
-  return _on_device_mode(jax.make_jaxpr(train_step)(state, jnp.asarray(batch), key).jaxpr)
+  batch = jax.tree.map(jnp.asarray, batch)
+  return _on_device_mode(jax.make_jaxpr(train_step)(state, batch, key).jaxpr)
 
 
 def _fits_on_device(nbytes: int) -> bool:
@@ -299,8 +323,10 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
     eval_step: pure `(state, batch) -> dict of f32[b]` per-example values, or
       None; evaluated on `eval_x` after every epoch.
     train_x: f32[n, ...] host array of training examples (no labels: the
-      loop trains unsupervised models).
-    eval_x: f32[m, ...] held-out examples, or None.
+      loop trains unsupervised models), or a pytree of host arrays sharing
+      the leading n (e.g. `{"x": images, "index": arange(n)}` for a step
+      that looks up per-example state); batches keep the pytree's structure.
+    eval_x: f32[m, ...] held-out examples (or a pytree, as train_x), or None.
     key: the run's PRNG key (see the module docstring).
     epochs: total epochs of the run (a resumed run continues up to it).
     batch_size: examples per step; n // batch_size steps per epoch.
@@ -324,7 +350,7 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
   from tqdm.auto import tqdm
 
   t_start = time.perf_counter()
-  n = int(train_x.shape[0])
+  n = num_examples(train_x)
   if batch_size < 1 or batch_size > n:
     raise ValueError(f"batch_size: expected 1..{n} (training examples), got {batch_size}")
   if epochs < 1:
@@ -356,7 +382,7 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
   data_key, step_key = jax.random.split(key)
   if mode is not None and mode not in MODES:
     raise ValueError(f"mode: expected one of {MODES} or None, got {mode!r}")
-  if mode is None and not _fits_on_device(train_x.nbytes):
+  if mode is None and not _fits_on_device(_nbytes(train_x)):
     mode = "stream"
 
   # Compile once, up front, and time it.
@@ -375,16 +401,17 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
     if mode == "loop":
       x_dev = jax.device_put(train_x) if x_dev is None else x_dev
       gather_step = jax.jit(
-          lambda st, x, ids, k: train_step(st, jnp.take(x, ids, axis=0), k),
+          lambda st, x, ids, k: train_step(st, take(x, ids), k),
           donate_argnums=0)
       compiled_step = gather_step.lower(
           state, x_dev, jnp.zeros((batch_size,), jnp.int32), step_key).compile()
     else:
       compiled_step = jax.jit(train_step, donate_argnums=0).lower(
-          state, jnp.asarray(train_x[:batch_size]), step_key).compile()
+          state, jax.tree.map(lambda a: jnp.asarray(a[:batch_size]), train_x),
+          step_key).compile()
   compiled_eval = None
   if eval_step is not None and eval_x is not None:
-    eb, emask = _pad_batches(np.asarray(eval_x), min(eval_batch_size, len(eval_x)))
+    eb, emask = _pad_batches(eval_x, min(eval_batch_size, num_examples(eval_x)))
     eb, emask = jax.device_put(eb), jax.device_put(emask)
     compiled_eval = jax.jit(make_eval_fn(eval_step)).lower(state, eb, emask).compile()
   compile_seconds = time.perf_counter() - t0
@@ -409,7 +436,8 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
           if mode == "loop":
             state, m = compiled_step(state, x_dev, ids, step_key)
           else:
-            state, m = compiled_step(state, jax.device_put(train_x[ids]), step_key)
+            state, m = compiled_step(
+                state, jax.device_put(jax.tree.map(lambda a: a[ids], train_x)), step_key)
           sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
         train_metrics = _to_python(jax.tree.map(lambda s: s / len(idx), sums))
       epoch_seconds = time.perf_counter() - t_epoch
