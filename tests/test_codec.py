@@ -322,5 +322,11 @@ def test_train_cli_leaves_a_bundle_and_summary(tmp_path, capsys):
     assert np.isfinite(summary[key])
   assert summary["test_stream_bytes"] == pytest.approx(summary["test_stream_bpp"] * 360 * 64 / 8)
   assert (wd / "reconstructions.png").exists()
+  # `unsupjax evaluate` re-opens the run from its files.
+  assert cli.main(["evaluate", str(wd)]) == 0
+  ev = json.loads((wd / "eval.json").read_text())
+  assert ev["model_id"] == summary["model_id"]
+  assert ev["test_bpp"] == pytest.approx(summary["test_bpp_prior"], rel=1e-5)
+  assert ev["test_coded_stream_bytes"] == summary["test_stream_bytes"]
   assert cli.main(["train", "codec", "--lambda", "-1", "--workdir", str(wd)]) == 2
   assert "--lambda: expected a positive number, got -1.0" in capsys.readouterr().err

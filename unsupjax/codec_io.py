@@ -203,9 +203,10 @@ class Codec:
 # Entropy coding.
 
 
-def _models(tables: codec_lib.Tables) -> list:
+def coding_models(tables: codec_lib.Tables) -> list:
   """One constriction categorical per channel (None: a one-symbol channel,
-  which costs no bits and is not coded)."""
+  which costs no bits and is not coded). Build once, pass to
+  `entropy_encode` / `entropy_decode` when coding many small streams."""
   import constriction
   out = []
   for j in range(tables.lo.shape[0]):
@@ -215,7 +216,7 @@ def _models(tables: codec_lib.Tables) -> list:
   return out
 
 
-def entropy_encode(q: np.ndarray, tables: codec_lib.Tables) -> bytes:
+def entropy_encode(q: np.ndarray, tables: codec_lib.Tables, models: list | None = None) -> bytes:
   """Range-codes q: i32[n, d] (each column within its support), channel by
   channel, into little-endian 32-bit words."""
   import constriction
@@ -225,13 +226,14 @@ def entropy_encode(q: np.ndarray, tables: codec_lib.Tables) -> bytes:
   if np.any(q < tables.lo) or np.any(q > tables.hi):
     raise ValueError("q: symbols outside the tables' support (quantise clamps them)")
   enc = constriction.stream.queue.RangeEncoder()
-  for j, model in enumerate(_models(tables)):
+  for j, model in enumerate(models or coding_models(tables)):
     if model is not None:
       enc.encode(np.ascontiguousarray(q[:, j] - tables.lo[j], np.int32), model)
   return enc.get_compressed().astype("<u4").tobytes()
 
 
-def entropy_decode(payload: bytes, n: int, tables: codec_lib.Tables) -> np.ndarray:
+def entropy_decode(payload: bytes, n: int, tables: codec_lib.Tables,
+                   models: list | None = None) -> np.ndarray:
   """The inverse of `entropy_encode`: i32[n, d]."""
   import constriction
   if len(payload) % 4:
@@ -239,7 +241,7 @@ def entropy_decode(payload: bytes, n: int, tables: codec_lib.Tables) -> np.ndarr
   words = np.frombuffer(payload, "<u4").astype(np.uint32)
   dec = constriction.stream.queue.RangeDecoder(words)
   q = np.empty((n, tables.lo.shape[0]), np.int32)
-  for j, model in enumerate(_models(tables)):
+  for j, model in enumerate(models or coding_models(tables)):
     q[:, j] = tables.lo[j] if model is None else np.asarray(dec.decode(model, n)) + tables.lo[j]
   return q
 

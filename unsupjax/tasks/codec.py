@@ -76,7 +76,8 @@ def coded_metrics(c: codec_io.Codec, x: np.ndarray, per_image: bool = True) -> d
          "ideal_bpp": float(c.tables.bits(q).sum() / npix),
          "psnr": float(np.mean(psnr)), "mse": float(np.mean(mse))}
   if per_image:
-    sizes = [codec_io.HEADER.size + len(codec_io.entropy_encode(q[i:i + 1], c.tables))
+    models = codec_io.coding_models(c.tables)
+    sizes = [codec_io.HEADER.size + len(codec_io.entropy_encode(q[i:i + 1], c.tables, models))
              for i in range(n)]
     out["file_bytes"] = float(np.mean(sizes))
     out["file_bpp"] = out["file_bytes"] * 8 / (x.shape[1] * x.shape[2])
