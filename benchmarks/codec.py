@@ -1,8 +1,9 @@
 """Rate-distortion of the learned codec against JPEG and PNG on MNIST's test split.
 
 For each lambda, the codec trained by `unsupjax train codec --dataset mnist
---lambda L` (trained here when its work directory has no bundle yet) codes
-all 10,000 test images, and every image also goes through Pillow's JPEG at
+--lambda L` (the default model, and a wide one with `--latent-dim 64 --hidden
+1024 512`; trained here when its work directory has no bundle yet) codes all
+10,000 test images, and every image also goes through Pillow's JPEG at
 several qualities and Pillow's PNG (lossless). Reported per method:
 
   - PSNR in dB: the mean over images of 10 log10(255^2 / MSE) between the
@@ -22,7 +23,7 @@ and for payloads. Also checks that every decoded latent equals the
 quantised one.
 
   python benchmarks/codec.py --data-dir ../shared/data/tfds --runs runs/codec \
-      --lambdas 0.03 0.01 0.003 0.001 0.0003 0.0001 --epochs 20 \
+      --lambdas 0.03 0.01 0.003 0.001 0.0001 --wide-lambdas 0.0003 0.00003 --epochs 20 \
       --json benchmarks/results/codec.json --plot docs/rd.png
 """
 
@@ -121,13 +122,20 @@ def interp_bytes(curve: list[dict], key: str, psnr: float) -> float | None:
   return float(np.exp(np.interp(psnr, ps, lb)))
 
 
-def train_missing(args, lam: float, workdir: pathlib.Path) -> None:
+# Model families: name -> (work directory prefix, extra `train codec` flags).
+FAMILIES = {
+    "base": ("mnist-lam", []),   # the defaults: 784-512-256-32, 3 logistics
+    "wide": ("mnist-wide-lam", ["--latent-dim", "64", "--hidden", "1024", "512"]),
+}
+
+
+def train_missing(args, lam: float, workdir: pathlib.Path, family: str) -> None:
   from unsupjax import codec_io
   if (workdir / codec_io.BUNDLE_FILE).exists():
     return
   cmd = [sys.executable, "-m", "unsupjax", "train", "codec", "--dataset", "mnist",
          "--lambda", repr(lam), "--epochs", str(args.epochs), "--workdir", str(workdir),
-         "--no-progress"]
+         "--no-progress", *FAMILIES[family][1]]
   if args.data_dir:
     cmd += ["--data-dir", args.data_dir, "--no-download"]
   print("training:", " ".join(cmd), file=sys.stderr)
@@ -141,10 +149,15 @@ def plot(path: str, codec_rows, jpeg_rows, png, n: int) -> None:
   import matplotlib.ticker  # noqa: F401
   bpp = lambda b: 8 * b / 784  # noqa: E731
   fig, ax = plt.subplots(figsize=(6.4, 4.4))
-  ax.plot([bpp(r["file_bytes"]) for r in codec_rows], [r["psnr"] for r in codec_rows],
-          "o-", color="C0", label="learned codec, one file per image")
-  ax.plot([bpp(r["payload_bytes"]) for r in codec_rows], [r["psnr"] for r in codec_rows],
-          "o--", color="C0", alpha=0.6, label="learned codec, one stream (10k images)")
+  for family, color, marker in (("base", "C0", "o"), ("wide", "C3", "^")):
+    rows = [r for r in codec_rows if r["family"] == family]
+    if not rows:
+      continue
+    ax.plot([bpp(r["file_bytes"]) for r in rows], [r["psnr"] for r in rows],
+            marker + "-", color=color, label=f"learned codec ({family}), one file per image")
+    ax.plot([bpp(r["payload_bytes"]) for r in rows], [r["psnr"] for r in rows],
+            marker + "--", color=color, alpha=0.6,
+            label=f"learned codec ({family}), one stream of all images")
   ax.plot([bpp(r["file_bytes"]) for r in jpeg_rows], [r["psnr"] for r in jpeg_rows],
           "s-", color="C1", label="JPEG file (Pillow, optimised)")
   ax.plot([bpp(r["payload_bytes"]) for r in jpeg_rows], [r["psnr"] for r in jpeg_rows],
@@ -167,7 +180,11 @@ def main() -> None:
   p.add_argument("--data-dir", default=None)
   p.add_argument("--runs", default="runs/codec", help="root of the mnist-lamL work directories")
   p.add_argument("--lambdas", type=float, nargs="+",
-                 default=[0.03, 0.01, 0.003, 0.001, 0.0003, 0.0001])
+                 default=[0.03, 0.01, 0.003, 0.001, 0.0001],
+                 help="lambdas of the default model (work directories mnist-lamL)")
+  p.add_argument("--wide-lambdas", type=float, nargs="*", default=[0.0003, 0.00003],
+                 help="lambdas of the wide model: --latent-dim 64 --hidden 1024 512 "
+                      "(work directories mnist-wide-lamL)")
   p.add_argument("--epochs", type=int, default=20, help="epochs for codecs trained here")
   p.add_argument("--qualities", type=int, nargs="+", default=list(QUALITIES))
   p.add_argument("--limit", type=int, default=None, help="first N test images only")
@@ -179,17 +196,18 @@ def main() -> None:
   test = data.load("mnist", "test", data_dir=args.data_dir, download=False)
   x_u8 = np.round(test.x[..., 0] * 255).astype(np.uint8)[:args.limit]
   codec_rows = []
-  for lam in args.lambdas:
-    wd = pathlib.Path(args.runs) / f"mnist-lam{lam:g}"
-    train_missing(args, lam, wd)
-    codec_rows.append(bench_codec(wd, x_u8))
+  for family, lams in (("base", args.lambdas), ("wide", args.wide_lambdas)):
+    for lam in sorted(lams, reverse=True):
+      wd = pathlib.Path(args.runs) / f"{FAMILIES[family][0]}{lam:g}"
+      train_missing(args, lam, wd, family)
+      codec_rows.append({"family": family, **bench_codec(wd, x_u8)})
   jpeg_rows = [{"quality": q, **bench_jpeg(x_u8, q)} for q in args.qualities]
   png = bench_png(x_u8)
 
   bpp = lambda b: 8 * b / 784  # noqa: E731
   rows = []
   for r in codec_rows:
-    rows.append([f"codec lambda={r['lambda']:g}", f"{r['psnr']:.2f}", f"{r['file_bytes']:.1f}",
+    rows.append([f"codec {r['family']} lambda={r['lambda']:g}", f"{r['psnr']:.2f}", f"{r['file_bytes']:.1f}",
                  f"{bpp(r['file_bytes']):.4f}", f"{r['payload_bytes']:.2f}",
                  f"{bpp(r['payload_bytes']):.4f}"])
   for r in jpeg_rows:
@@ -207,17 +225,17 @@ def main() -> None:
   for r in codec_rows:
     f = interp_bytes(jpeg_rows, "file_bytes", r["psnr"])
     s = interp_bytes(jpeg_rows, "payload_bytes", r["psnr"])
-    equal.append({"lambda": r["lambda"], "psnr": r["psnr"], "jpeg_file_bytes": f,
+    equal.append({"family": r["family"], "lambda": r["lambda"], "psnr": r["psnr"], "jpeg_file_bytes": f,
                   "jpeg_payload_bytes": s,
                   "file_ratio": f / r["file_bytes"] if f else None,
                   "payload_ratio": s / r["payload_bytes"] if s else None})
     fmt = lambda v: "outside JPEG's range" if v is None else f"{v:.1f}"  # noqa: E731
-    eq_rows.append([f"{r['lambda']:g}", f"{r['psnr']:.2f}", f"{r['file_bytes']:.1f}", fmt(f),
+    eq_rows.append([f"{r['family']} {r['lambda']:g}", f"{r['psnr']:.2f}", f"{r['file_bytes']:.1f}", fmt(f),
                     fmt(f / r["file_bytes"] if f else None), f"{r['payload_bytes']:.2f}", fmt(s),
                     fmt(s / r["payload_bytes"] if s else None)])
   print("\nAt equal PSNR (JPEG interpolated between qualities):\n")
   print(_bench.markdown_table(
-      ["lambda", "PSNR dB", "codec file B", "JPEG file B", "JPEG/codec (files)",
+      ["codec", "PSNR dB", "codec file B", "JPEG file B", "JPEG/codec (files)",
        "codec stream B/img", "JPEG scan B", "JPEG/codec (payloads)"], eq_rows))
   exact = all(r["round_trip_exact"] for r in codec_rows)
   print(f"\nround trip exact for every test image and lambda: {exact}")
