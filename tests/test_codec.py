@@ -106,6 +106,12 @@ def test_tables_follow_the_prior(sweep):
     ok = inside > 1e-3
     table_bits = codec.FREQ_BITS - np.log2(t.freq[j, :w].astype(np.float64))
     np.testing.assert_allclose(table_bits[ok], -np.log2(inside[ok]), atol=0.01)
+  # A very wide prior is cut to MAX_SUPPORT symbols around its bulk.
+  wide = {k: v[:1].copy() for k, v in prior.items()}
+  wide["raw_scales"][:] = 2000.0
+  tw = codec.build_tables(wide)
+  assert tw.width[0] == codec.MAX_SUPPORT and tw.freq[0].sum() == 2**codec.FREQ_BITS
+  assert tw.lo[0] <= wide["means"][0].min() and tw.hi[0] >= wide["means"][0].max()
   # Computed twice, the same integers.
   t2 = codec.build_tables(prior)
   for a, b in zip(t, t2):
@@ -240,6 +246,7 @@ def _re(s):
     (lambda b: b[:33] + bytes([b[33] ^ 1]) + b[34:], "IN: corrupt"),
     (lambda b: b"\x89PNG" + b[4:], "IN: not an unsupjax codec file"),
     (lambda b: _reseal(b, version=9), "IN: format version 9"),
+    (lambda b: _reseal(b, model_id=b"\xab" * 8), "IN: compressed by model abababababababab"),
 ])
 def test_cli_bad_input_leaves_no_output(model_dir, stack_blob, tmp_path, capsys, mutate, message):
   src, out = tmp_path / "bad.ujx", tmp_path / "out.npy"
