@@ -23,7 +23,8 @@ and for payloads. Also checks that every decoded latent equals the
 quantised one.
 
   python benchmarks/codec.py --data-dir ../shared/data/tfds --runs runs/codec \
-      --lambdas 0.03 0.01 0.003 0.001 0.0001 --wide-lambdas 0.0003 0.00003 --epochs 20 \
+      --lambdas 0.3 0.1 0.03 0.01 0.003 0.001 0.0001 --wide-lambdas 0.0003 0.00003 \
+      --epochs 20 \
       --json benchmarks/results/codec.json --plot docs/rd.png
 """
 
@@ -180,7 +181,7 @@ def main() -> None:
   p.add_argument("--data-dir", default=None)
   p.add_argument("--runs", default="runs/codec", help="root of the mnist-lamL work directories")
   p.add_argument("--lambdas", type=float, nargs="+",
-                 default=[0.03, 0.01, 0.003, 0.001, 0.0001],
+                 default=[0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0001],
                  help="lambdas of the default model (work directories mnist-lamL)")
   p.add_argument("--wide-lambdas", type=float, nargs="*", default=[0.0003, 0.00003],
                  help="lambdas of the wide model: --latent-dim 64 --hidden 1024 512 "

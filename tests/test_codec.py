@@ -280,6 +280,9 @@ def test_foreign_model_and_bad_bundle(sweep, bundle, stack_blob, tmp_path, capsy
   np.savez(path, **arrays)
   with pytest.raises(codec_io.CodecFormatError, match="do not match its model id"):
     codec_io.Codec.load(path)
+  path.write_bytes(path.read_bytes()[:100])
+  with pytest.raises(codec_io.CodecFormatError, match="not a codec bundle"):
+    codec_io.Codec.load(path)
   assert cli.main(["compress", "--model", str(tmp_path / "nowhere"), "a.png", "b"]) == 2
   assert "--model: expected a directory written by `unsupjax train codec`" in capsys.readouterr().err
 

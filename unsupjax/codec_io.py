@@ -43,6 +43,7 @@ import json
 import os
 import pathlib
 import struct
+import zipfile
 import zlib
 from typing import Any
 
@@ -159,7 +160,7 @@ class Codec:
                            if k.startswith("param/")})
       out = cls(config=config, image_shape=tuple(int(s) for s in meta["image_shape"]),
                 params=params, tables=tables)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
       raise CodecFormatError(f"{path}: not a codec bundle ({e})") from None
     if meta.get("format") != FORMAT_VERSION:
       raise CodecFormatError(f"{path}: bundle format {meta.get('format')!r} is not supported "
