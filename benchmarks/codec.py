@@ -23,7 +23,7 @@ and for payloads. Also checks that every decoded latent equals the
 quantised one.
 
   python benchmarks/codec.py --data-dir ../shared/data/tfds --runs runs/codec \
-      --lambdas 0.3 0.1 0.03 0.01 0.003 0.001 0.0001 --wide-lambdas 0.0003 0.00003 \
+      --lambdas 0.3 0.1 0.03 0.01 0.003 0.001 0.0001 --wide-lambdas 0.0003 0.0001 \
       --epochs 20 \
       --json benchmarks/results/codec.json --plot docs/rd.png
 """
@@ -183,7 +183,7 @@ def main() -> None:
   p.add_argument("--lambdas", type=float, nargs="+",
                  default=[0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0001],
                  help="lambdas of the default model (work directories mnist-lamL)")
-  p.add_argument("--wide-lambdas", type=float, nargs="*", default=[0.0003, 0.00003],
+  p.add_argument("--wide-lambdas", type=float, nargs="*", default=[0.0003, 0.0001],
                  help="lambdas of the wide model: --latent-dim 64 --hidden 1024 512 "
                       "(work directories mnist-wide-lamL)")
   p.add_argument("--epochs", type=int, default=20, help="epochs for codecs trained here")
