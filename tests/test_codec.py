@@ -76,6 +76,26 @@ def test_likelihood_against_float64_and_sums_to_one():
                              -np.log2(_np_likelihood(prior, v.astype(np.float64))).sum(1), rtol=1e-4)
 
 
+def test_train_step_loss_against_numpy(digits):
+  """The step's rate and distortion, recomputed in float64 from the same noise."""
+  x = digits[0].flat()[:32]
+  cfg = codec.CodecConfig(lam=0.05, **SMALL)
+  state = codec.init_state(jax.random.PRNGKey(3), cfg, x[:1], (8, 8, 1))
+  key = jax.random.PRNGKey(4)
+  new, metrics = jax.jit(codec.train_step)(state, x, key)
+  assert int(new.step) == 1
+  y = np.asarray(state.model.apply({"params": state.params["net"]}, x, method="encode"), np.float64)
+  u = np.asarray(jax.random.uniform(jax.random.fold_in(key, 0), y.shape, jnp.float32, -0.5, 0.5))
+  logits = state.model.apply({"params": state.params["net"]}, jnp.asarray(y + u, jnp.float32),
+                             method="decode")
+  mse = np.mean((special.expit(np.asarray(logits, np.float64)) - x) ** 2, axis=1)
+  p = np.maximum(_np_likelihood(jax.device_get(state.params["prior"]), y + u), codec.LIKELIHOOD_FLOOR)
+  bpp = -np.log2(p).sum(1) / 64
+  np.testing.assert_allclose(metrics["mse"], mse.mean(), rtol=1e-4)
+  np.testing.assert_allclose(metrics["bpp"], bpp.mean(), rtol=1e-4)
+  np.testing.assert_allclose(metrics["loss"], mse.mean() + 0.05 * bpp.mean(), rtol=1e-4)
+
+
 def test_quantise_pmf_is_exact_and_deterministic():
   rng = np.random.default_rng(1)
   pmf = rng.dirichlet(np.full(37, 0.3))
