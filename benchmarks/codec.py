@@ -208,7 +208,8 @@ def main() -> None:
   bpp = lambda b: 8 * b / 784  # noqa: E731
   rows = []
   for r in codec_rows:
-    rows.append([f"codec {r['family']} lambda={r['lambda']:g}", f"{r['psnr']:.2f}", f"{r['file_bytes']:.1f}",
+    rows.append([f"codec {r['family']} lambda={r['lambda']:g}", f"{r['psnr']:.2f}",
+                 f"{r['file_bytes']:.1f}",
                  f"{bpp(r['file_bytes']):.4f}", f"{r['payload_bytes']:.2f}",
                  f"{bpp(r['payload_bytes']):.4f}"])
   for r in jpeg_rows:
@@ -226,12 +227,14 @@ def main() -> None:
   for r in codec_rows:
     f = interp_bytes(jpeg_rows, "file_bytes", r["psnr"])
     s = interp_bytes(jpeg_rows, "payload_bytes", r["psnr"])
-    equal.append({"family": r["family"], "lambda": r["lambda"], "psnr": r["psnr"], "jpeg_file_bytes": f,
+    equal.append({"family": r["family"], "lambda": r["lambda"], "psnr": r["psnr"],
+                  "jpeg_file_bytes": f,
                   "jpeg_payload_bytes": s,
                   "file_ratio": f / r["file_bytes"] if f else None,
                   "payload_ratio": s / r["payload_bytes"] if s else None})
     fmt = lambda v: "outside JPEG's range" if v is None else f"{v:.1f}"  # noqa: E731
-    eq_rows.append([f"{r['family']} {r['lambda']:g}", f"{r['psnr']:.2f}", f"{r['file_bytes']:.1f}", fmt(f),
+    eq_rows.append([f"{r['family']} {r['lambda']:g}", f"{r['psnr']:.2f}",
+                    f"{r['file_bytes']:.1f}", fmt(f),
                     fmt(f / r["file_bytes"] if f else None), f"{r['payload_bytes']:.2f}", fmt(s),
                     fmt(s / r["payload_bytes"] if s else None)])
   print("\nAt equal PSNR (JPEG interpolated between qualities):\n")

@@ -73,7 +73,8 @@ def test_likelihood_against_float64_and_sums_to_one():
   ints = np.arange(-200, 201, dtype=np.float64)[:, None].repeat(4, 1)
   np.testing.assert_allclose(_np_likelihood(prior, ints).sum(0), 1.0, atol=1e-9)
   np.testing.assert_allclose(np.asarray(codec.rate_bits(prior, jnp.asarray(v))),
-                             -np.log2(_np_likelihood(prior, v.astype(np.float64))).sum(1), rtol=1e-4)
+                             -np.log2(_np_likelihood(prior, v.astype(np.float64))).sum(1),
+                             rtol=1e-4)
 
 
 def test_train_step_loss_against_numpy(digits):
@@ -89,7 +90,8 @@ def test_train_step_loss_against_numpy(digits):
   logits = state.model.apply({"params": state.params["net"]}, jnp.asarray(y + u, jnp.float32),
                              method="decode")
   mse = np.mean((special.expit(np.asarray(logits, np.float64)) - x) ** 2, axis=1)
-  p = np.maximum(_np_likelihood(jax.device_get(state.params["prior"]), y + u), codec.LIKELIHOOD_FLOOR)
+  p = np.maximum(_np_likelihood(jax.device_get(state.params["prior"]), y + u),
+                 codec.LIKELIHOOD_FLOOR)
   bpp = -np.log2(p).sum(1) / 64
   np.testing.assert_allclose(metrics["mse"], mse.mean(), rtol=1e-4)
   np.testing.assert_allclose(metrics["bpp"], bpp.mean(), rtol=1e-4)
@@ -201,21 +203,25 @@ def test_cli_png_round_trip_and_stack_to_npy(model_dir, bundle, digits, tmp_path
   img = (digits[1].x[3, ..., 0] * 255).round().astype(np.uint8)
   Image.fromarray(img).save(tmp_path / "d.png")
   wd = str(model_dir)
-  assert cli.main(["compress", "--model", wd, str(tmp_path / "d.png"), str(tmp_path / "d.ujx")]) == 0
+
+  def run(cmd, src, dst):
+    return cli.main([cmd, "--model", wd, str(tmp_path / src), str(tmp_path / dst)])
+
+  assert run("compress", "d.png", "d.ujx") == 0
   blob = (tmp_path / "d.ujx").read_bytes()
   assert codec_io.parse(blob).kind == codec_io.KIND_IMAGE
-  assert cli.main(["decompress", "--model", wd, str(tmp_path / "d.ujx"), str(tmp_path / "o.png")]) == 0
+  assert run("decompress", "d.ujx", "o.png") == 0
   got = np.asarray(Image.open(tmp_path / "o.png"))
   x = img.astype(np.float32)[None, ..., None] / np.float32(255.0)
   want = codec_io.to_uint8(bundle.reconstruct(bundle.quantise(x))[0, ..., 0])
   np.testing.assert_array_equal(got, want)
   # A stack goes to .npy, not to .png.
   np.save(tmp_path / "s.npy", digits[1].x[:5])
-  assert cli.main(["compress", "--model", wd, str(tmp_path / "s.npy"), str(tmp_path / "s.ujx")]) == 0
-  assert cli.main(["decompress", "--model", wd, str(tmp_path / "s.ujx"), str(tmp_path / "s.png")]) == 2
+  assert run("compress", "s.npy", "s.ujx") == 0
+  assert run("decompress", "s.ujx", "s.png") == 2
   assert "decodes to .npy" in capsys.readouterr().err
   assert not (tmp_path / "s.png").exists()
-  assert cli.main(["decompress", "--model", wd, str(tmp_path / "s.ujx"), str(tmp_path / "s.npy")]) == 0
+  assert run("decompress", "s.ujx", "s.npy") == 0
   stack = np.load(tmp_path / "s.npy")
   assert stack.shape == (5, 8, 8, 1) and stack.dtype == np.float32
 
@@ -304,7 +310,8 @@ def test_foreign_model_and_bad_bundle(sweep, bundle, stack_blob, tmp_path, capsy
   with pytest.raises(codec_io.CodecFormatError, match="not a codec bundle"):
     codec_io.Codec.load(path)
   assert cli.main(["compress", "--model", str(tmp_path / "nowhere"), "a.png", "b"]) == 2
-  assert "--model: expected a directory written by `unsupjax train codec`" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "--model: expected a directory written by `unsupjax train codec`" in err
 
 
 def test_bad_images_are_refused_before_writing(model_dir, tmp_path, capsys):
