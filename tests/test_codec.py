@@ -124,8 +124,9 @@ def test_tables_follow_the_prior(sweep):
     inside = _np_likelihood({k: v[j:j + 1] for k, v in prior.items()},
                             np.arange(t.lo[j], t.hi[j] + 1, dtype=np.float64)[:, None])[:, 0]
     assert inside.sum() > 1 - 1e-6
-    # Table code lengths match -log2 p where p is not tiny.
-    ok = inside > 1e-3
+    # Table code lengths match -log2 p where p is not tiny (frequencies are
+    # within about one count of p * 2**16).
+    ok = inside > 1e-2
     table_bits = codec.FREQ_BITS - np.log2(t.freq[j, :w].astype(np.float64))
     np.testing.assert_allclose(table_bits[ok], -np.log2(inside[ok]), atol=0.01)
   # A very wide prior is cut to MAX_SUPPORT symbols around its bulk.
@@ -170,7 +171,7 @@ def test_round_trip_exact_and_size_near_the_ideal(bundle, digits):
   assert (header.n, header.shape, header.kind) == (x.shape[0], (8, 8, 1), codec_io.KIND_STACK)
   ideal = bundle.tables.bits(q).sum()
   payload_bits = 8 * (len(blob) - codec_io.HEADER.size)
-  assert ideal <= payload_bits + 1e-6 <= ideal + 0.01 * ideal + 96
+  assert ideal - 32 <= payload_bits <= ideal + 0.01 * ideal + 96
   # The decoded images are the decoder's output on exactly those integers.
   _, images = codec_io.decompress(bundle, blob)
   state_recon = bundle.reconstruct(q)
