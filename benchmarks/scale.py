@@ -16,8 +16,9 @@ all-reduce bandwidth (flags; defaults are the published TPU v5e figures,
 change them for your hardware) it prints, per workload, the time of an
 all-reduce of the gradients over N devices (latency per hop times the hops
 of a 2-D torus, plus a ring's bandwidth term) and the smallest per-device batch
-B* whose step time, max(FLOPs / peak, bytes / bandwidth), covers it, with
-what bounds the step there. XLA:CPU's byte counts stand in for the
+B* whose step time, max(FLOPs / peak, bytes / bandwidth), covers it; and
+at a chosen per-device batch (256), the step time, what bounds it and the
+examples per second per device. XLA:CPU's byte counts stand in for the
 accelerator's (fusion differs by backend), so treat the bytes as estimates.
 
   python benchmarks/scale.py --json benchmarks/results/scale.json
@@ -113,6 +114,8 @@ def main() -> None:
                       "torus: 4 (sqrt(N) - 1) hops)")
   p.add_argument("--utilization", type=float, default=0.5,
                  help="fraction of peak a step reaches (50%% is typical of well-fed matmuls)")
+  p.add_argument("--batch-per-device", type=int, default=256,
+                 help="the per-device batch whose throughput and bound are reported")
   p.add_argument("--json", default=None)
   args = p.parse_args()
 
@@ -128,19 +131,22 @@ def main() -> None:
       # B* is the smallest B whose step time covers the all-reduce.
       b_star = max(1.0, min((allreduce * peak - fl_fix) / fl_ex,
                             (allreduce * hbm - by_fix) / by_ex))
-      t_compute = (fl_fix + fl_ex * b_star) / peak
-      t_memory = (by_fix + by_ex * b_star) / hbm
-      bound = "compute" if t_compute >= t_memory else "memory"
+      b = args.batch_per_device
+      t_compute = (fl_fix + fl_ex * b) / peak
+      t_memory = (by_fix + by_ex * b) / hbm
+      step = max(t_compute, t_memory, allreduce)  # communication overlapped
+      bound = ("communication" if allreduce > max(t_compute, t_memory) else
+               "compute" if t_compute >= t_memory else "memory")
       rec = dict(workload=name, input=inp, flops_per_example=fl_ex, flops_fixed=fl_fix,
                  bytes_per_example=by_ex, bytes_fixed=by_fix, reduce_bytes=reduce_bytes,
                  allreduce_seconds=allreduce, min_batch_per_device=b_star,
-                 bound_at_min_batch=bound, examples_per_second_per_device=b_star / max(
-                     t_compute, t_memory))
+                 batch_per_device=b, bound=bound, step_seconds=step,
+                 examples_per_second_per_device=b / step)
       out.append(rec)
       rows.append([name, inp, f"{fl_ex / 1e6:.3g}", f"{by_ex / 1e6:.3g}",
                    f"{by_fix / 1e6:.3g}", f"{reduce_bytes / 1e6:.3g}",
                    f"{allreduce * 1e6:.3g}", f"{b_star:,.0f}", bound,
-                   f"{rec['examples_per_second_per_device']:,.0f}"])
+                   f"{step * 1e6:,.0f}", f"{b / step:,.0f}"])
   print(f"device: {args.peak_tflops} TFLOP/s peak at {args.utilization:.0%} utilisation, "
         f"{args.hbm_gbs} GB/s memory, {args.link_gbs} GB/s all-reduce links, {args.hop_latency_us} µs per hop, {n} devices; "
         f"costs from XLA cost_analysis at batches {BATCHES} on {_bench.machine()['backend']}")
@@ -148,8 +154,8 @@ def main() -> None:
   print(_bench.markdown_table(
       ["workload", "input", "MFLOP / example", "MB accessed / example",
        "MB accessed / step (params, optimizer)", "all-reduce MB / step",
-       "all-reduce µs / step", "min batch / device to hide it", "bound there",
-       "examples/s/device there"], rows))
+       "all-reduce µs / step", "min batch / device to hide it",
+       f"bound at batch {args.batch_per_device}", "step µs", "examples/s/device"], rows))
   _bench.write_json(args.json, {"args": vars(args), "rows": out})
 
 
