@@ -35,6 +35,7 @@ TRAIN_TASKS: dict[str, str] = {
 COMMANDS: dict[str, str] = {
     "evaluate": "unsupjax.tasks.evaluate",
     "kmeans": "unsupjax.tasks.kmeans",
+    "anomaly": "unsupjax.tasks.anomaly",
 }
 
 
