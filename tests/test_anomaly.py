@@ -307,24 +307,55 @@ def test_cli_csv_end_to_end(tmp_path):
   assert (tmp_path / "run" / "roc.png").stat().st_size > 0
 
 
-def test_cli_csv_errors(tmp_path):
+@pytest.mark.slow
+def test_cli_breast_cancer_against_sklearn_detectors(tmp_path, capsys):
+  # scikit-learn's WDBC as ODDS builds its outlier set: every benign row and
+  # 10 malignant ones (the anomalies), fit and scored together.
+  from sklearn.datasets import load_breast_cancer
+  bc = load_breast_cancer()
+  rng = np.random.default_rng(0)
+  idx = np.r_[np.nonzero(bc.target == 1)[0],
+              rng.choice(np.nonzero(bc.target == 0)[0], 10, replace=False)]
+  names = [n.replace(" ", "_") for n in bc.feature_names]
+  lines = [",".join(names + ["malignant"])] + [
+      ",".join(f"{v:.6g}" for v in bc.data[i]) + f",{int(bc.target[i] == 0)}" for i in idx]
+  csv = _write(tmp_path, "\n".join(lines) + "\n", "wdbc.csv")
+  code, err = _main(["anomaly", "--csv", str(csv), "--label-column", "malignant",
+                     "--compare", "--no-progress", "--workdir", str(tmp_path / "bc")], capsys)
+  assert code == 0, err
+  s = json.loads((tmp_path / "bc" / "summary.json").read_text())
+  base = {k: v["auroc"] for k, v in s["baselines"].items()}
+  assert s["auroc"] > 0.9 and s["auroc"] >= min(base.values()) - 0.03, (s["auroc"], base)
+
+
+def _main(argv, capsys):
+  """The CLI in-process (no JAX start-up per call): (exit status, stderr)."""
+  from unsupjax import cli
+  code = cli.main(argv)
+  return code, capsys.readouterr().err
+
+
+def test_cli_csv_errors(tmp_path, capsys):
   csv = _write(tmp_path, "a,b\n1,2\n3,\n4,5\n")
-  out = run_cli(["anomaly", "--csv", str(csv)], tmp_path)
-  assert out.returncode == 2
-  assert "--csv: 1 rows have missing, NaN or infinite values (first at lines [3])" in out.stderr
-  out = run_cli(["anomaly", "--csv", str(csv), "--label-column", "y"], tmp_path)
-  assert out.returncode == 2 and "column 'y' not found" in out.stderr
-  out = run_cli(["anomaly", "--csv", str(csv), "--contamination", "2"], tmp_path)
-  assert out.returncode == 2 and "--contamination: expected a fraction in (0, 1)" in out.stderr
-  out = run_cli(["anomaly"], tmp_path)
-  assert out.returncode == 2 and "--csv: expected a CSV file" in out.stderr
+  code, err = _main(["anomaly", "--csv", str(csv)], capsys)
+  assert code == 2
+  assert "--csv: 1 rows have missing, NaN or infinite values (first at lines [3])" in err
+  code, err = _main(["anomaly", "--csv", str(csv), "--label-column", "y"], capsys)
+  assert code == 2 and "column 'y' not found" in err
+  code, err = _main(["anomaly", "--csv", str(csv), "--contamination", "2"], capsys)
+  assert code == 2 and "--contamination: expected a fraction in (0, 1)" in err
+  code, err = _main(["anomaly", "--csv", str(tmp_path / "nope.csv")], capsys)
+  assert code == 2 and "expected an existing CSV file" in err
+  code, err = _main(["anomaly"], capsys)
+  assert code == 2 and "--csv: expected a CSV file" in err
 
 
-def test_cli_one_class_digits(tmp_path):
-  out = run_cli(["anomaly", "one-class", "--dataset", "digits", "--epochs", "5",
-                 "--classes", "0", "1", "--target-fpr", "0.1", "--hidden", "32",
-                 "--latent-dim", "8", "--workdir", str(tmp_path / "oc")], tmp_path)
-  assert out.returncode == 0, out.stderr
+def test_cli_one_class_digits(tmp_path, capsys):
+  code, err = _main(["anomaly", "one-class", "--dataset", "digits", "--epochs", "5",
+                     "--classes", "0", "1", "--target-fpr", "0.1", "--hidden", "32",
+                     "--latent-dim", "8", "--no-progress", "--workdir", str(tmp_path / "oc")],
+                    capsys)
+  assert code == 0, err
   s = json.loads((tmp_path / "oc" / "summary.json").read_text())
   assert len(s["auroc_per_class"]) == 2 and s["auroc_mean"] == pytest.approx(
       np.mean(s["auroc_per_class"]))
@@ -332,5 +363,7 @@ def test_cli_one_class_digits(tmp_path):
   assert np.load(tmp_path / "oc" / "scores.npy").shape == (2, 360)
   for png in ("roc.png", "worst.png"):
     assert (tmp_path / "oc" / png).stat().st_size > 0
-  bad = run_cli(["anomaly", "one-class", "--model", "vae", "--score", "bce"], tmp_path)
-  assert bad.returncode == 2 and "--score: expected one of" in bad.stderr
+  code, err = _main(["anomaly", "one-class", "--model", "vae", "--score", "bce"], capsys)
+  assert code == 2 and "--score: expected one of" in err
+  code, err = _main(["anomaly", "one-class", "--classes", "3", "12"], capsys)
+  assert code == 2 and "--classes: [12] not among the labels" in err

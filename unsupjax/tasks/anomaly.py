@@ -53,14 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--drop-columns", nargs="+", default=[],
                       help="columns to ignore (e.g. an id or a timestamp)")
   _calibration_flags(parser)
-  parser.add_argument("--hidden", type=int, nargs="+", default=[64],
+  parser.add_argument("--hidden", type=int, nargs="+", default=[16],
                       help="encoder hidden widths of the tabular AE")
   parser.add_argument("--latent-dim", type=int, default=None,
-                      help="code size of the tabular AE (default: min(8, features // 2))")
+                      help="code size of the tabular AE (default: 2, or 1 for 2 features); "
+                           "a narrow code keeps the AE from reconstructing anomalies too")
   parser.add_argument("--compare", action="store_true",
                       help="also fit IsolationForest and OneClassSVM (scikit-learn) "
                            "on the same rows and report their AUROC")
-  _run_flags(parser, epochs=100, batch_size=64)
+  _run_flags(parser, epochs=20, batch_size=64)
   sub = parser.add_subparsers(dest="mode", metavar="MODE")
   oc = sub.add_parser("one-class", help="the one-class benchmark on an image dataset",
                       description="Train one model per class at once (vmap) and report "
@@ -420,7 +421,7 @@ def run_csv(args: argparse.Namespace) -> dict:
   if y is not None and (y.min() == y.max()):
     raise common.UsageError(f"--label-column: {args.label_column!r} holds only "
                             f"{int(y[0])}s; AUROC needs both normal (0) and anomalous (1) rows")
-  latent = args.latent_dim or max(1, min(8, len(features) // 2))
+  latent = args.latent_dim or max(1, min(2, len(features) - 1))
   config = autoencoder.AEConfig(hidden=tuple(args.hidden), latent_dim=latent,
                                 learning_rate=args.lr, loss="mse")
   n_fit = len(x) - (int(np.ceil(args.validation_fraction * len(x)))
