@@ -40,7 +40,6 @@ def one_class_mnist(args) -> dict:
   import numpy as np
 
   from unsupjax import anomaly, autoencoder, data
-  from unsupjax.tasks.anomaly import one_class_benchmark
 
   kw = dict(data_dir=args.data_dir, download=False)
   tr, te = data.load(args.dataset, "train", **kw), data.load(args.dataset, "test", **kw)
@@ -48,9 +47,9 @@ def one_class_mnist(args) -> dict:
   xs, counts = anomaly.one_class_data(tr.flat(), tr.y, classes)
   config = autoencoder.AEConfig(hidden=tuple(args.hidden), latent_dim=args.latent_dim)
   t0 = time.perf_counter()
-  r = one_class_benchmark(config, args.score, xs, counts, te.flat(), te.y, classes,
-                          epochs=args.epochs, batch_size=args.batch_size, seed=0,
-                          contamination=0.05)
+  r = anomaly.one_class_benchmark(config, args.score, xs, counts, te.flat(), te.y, classes,
+                                  epochs=args.epochs, batch_size=args.batch_size,
+                                  seed=0, contamination=0.05)
   wall = time.perf_counter() - t0
   r.pop("scores"), r.pop("labels")
 

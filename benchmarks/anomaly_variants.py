@@ -69,8 +69,8 @@ def main() -> None:
     if (e + 1) % 5 == 0 or e + 1 == args.epochs:
       row = {name: auroc(score(name)) for name in ("mse", "bce")}
       print(f"{args.config} epoch {e + 1} ({time.time() - t0:.0f} s): " + "; ".join(
-          f"{k} mean AUROC {v.mean():.4f} {np.round(v, 3).tolist()}" for k, v in row.items()),
-          flush=True)
+          f"{k} mean AUROC {v.mean():.4f} {np.round(v.astype(float), 3).tolist()}"
+          for k, v in row.items()), flush=True)
   if not args.code_scores:
     return
   mse = snapshots[-1]

@@ -250,10 +250,13 @@ def test_read_numeric_csv(tmp_path):
 
 
 @pytest.mark.parametrize("text, kw, match", [
-    ("a,b\n1,2\n", {"label_column": "Class"}, r"column 'Class' not found; the columns are \['a', 'b'\]"),
+    ("a,b\n1,2\n", {"label_column": "Class"},
+     r"column 'Class' not found; the columns are \['a', 'b'\]"),
     ("a,b\n1,2\n3,x\n", {}, r"column 'b' is not numeric: 'x' at line 3"),
-    ("a,b\n1,2\n3,\n4,nan\n5,6\n", {}, r"2 rows have missing, NaN or infinite values \(first at lines \[3, 4\]\)"),
-    ("a,label\n1,0\n2,3\n", {"label_column": "label"}, r"expected 0 \(normal\) / 1 \(anomaly\), found \[3.0\]"),
+    ("a,b\n1,2\n3,\n4,nan\n5,6\n", {},
+     r"2 rows have missing, NaN or infinite values \(first at lines \[3, 4\]\)"),
+    ("a,label\n1,0\n2,3\n", {"label_column": "label"},
+     r"expected 0 \(normal\) / 1 \(anomaly\), found \[3.0\]"),
     ("", {}, "empty"),
 ])
 def test_read_numeric_csv_errors(tmp_path, text, kw, match):
@@ -272,7 +275,8 @@ def test_cli_csv_end_to_end(tmp_path, capsys):
   x = np.concatenate([normal, odd])
   y = np.r_[np.zeros(400, int), np.ones(20, int)]
   lines = ["t,f0,f1,f2,f3,f4,Class"] + [
-      f"{i}," + ",".join(f"{v:.5f}" for v in row) + f",{lab}" for i, (row, lab) in enumerate(zip(x, y))]
+      f"{i}," + ",".join(f"{v:.5f}" for v in row) + f",{lab}"
+      for i, (row, lab) in enumerate(zip(x, y))]
   csv = _write(tmp_path, "\n".join(lines) + "\n", "gen.csv")
   code, err = _main(["anomaly", "--csv", str(csv), "--label-column", "Class",
                      "--drop-columns", "t", "--contamination", "0.05", "--compare",

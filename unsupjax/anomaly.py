@@ -16,7 +16,9 @@ Offers
     `threshold_`).
   * `train_one_class` / `train_one_class_vmapped`: train one model per class
     on that class's examples only, all classes at once with `jax.vmap` over
-    stacked states; `one_class_data` stacks the classes (padded).
+    stacked states; `one_class_data` stacks the classes (padded);
+    `one_class_benchmark` runs the whole protocol (train, score, AUROC,
+    thresholds) for the CLI and the benchmark script.
 
 Does not offer: models (see `autoencoder.py`, `vae.py`), the CLI
 (`tasks/anomaly.py`), or supervised detectors. Labels are used only to
@@ -26,6 +28,8 @@ build the one-class splits and to report metrics, never to train.
 from __future__ import annotations
 
 import functools
+import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -307,3 +311,109 @@ def score_own(states, fn: Callable, xs: np.ndarray, batch_size: int = 1000) -> n
   """Model i's scores on its own rows xs[i]: xs f32[k, m, ...] -> f32[k, m]
   (e.g. each class model on its training class, for thresholds)."""
   return _batched(jax.vmap(fn), states, xs, batch_size, axis=1)
+
+
+def one_class_benchmark(config, score: str, xs: np.ndarray, counts: np.ndarray,
+                        test_x: np.ndarray, test_y: np.ndarray, classes, *, epochs: int,
+                        batch_size: int, seed: int, contamination: float | None = None,
+                        target_fpr: float | None = None, validation_fraction: float = 0.2,
+                        log=None, metrics_path=None) -> dict:
+  """Trains len(classes) models at once and scores the test split with each.
+
+  xs, counts: from `one_class_data`. Class c's model gets the key
+  fold_in(PRNGKey(seed), c) (split into init and fit keys), so a class's
+  model does not depend on which other classes run beside it. With
+  target_fpr, the last validation_fraction of each class's (shuffled)
+  training rows is held out as its normal calibration split.
+  Returns per-class AUROC / AP / threshold / realised FPR and recall, their
+  means, timings, and scores f32[k, n_test] with labels bool[k, n_test].
+  """
+  is_vae = isinstance(config, vae.VAEConfig)
+  module = vae if is_vae else autoencoder
+  counts = np.asarray(counts)
+  val = None
+  if target_fpr is not None:
+    # Hold out the tail of a keyed shuffle of each class for calibration.
+    n_val = np.ceil(validation_fraction * counts).astype(int)
+    parts = []
+    for i, c in enumerate(classes):
+      perm = np.asarray(jax.random.permutation(
+          jax.random.fold_in(jax.random.PRNGKey(seed + 1), c), int(counts[i])))
+      rows = np.asarray(xs[i])[perm]
+      parts.append((rows[:counts[i] - n_val[i]], rows[counts[i] - n_val[i]:]))
+    xs = np.zeros_like(xs)
+    for i, (tr, _) in enumerate(parts):
+      xs[i, :len(tr)] = tr
+    counts = np.array([len(tr) for tr, _ in parts], np.int32)
+    val = [v for _, v in parts]
+  steps = steps_per_epoch_for(counts, batch_size)
+  keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(seed), int(c)) for c in classes])
+  init_keys, fit_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+  example = xs[0, :1]
+  states = init_stacked(lambda k: module.init_state(k, config, example), init_keys)
+  epoch_fn = jax.jit(functools.partial(
+      train_one_class_vmapped, train_step=module.train_step,
+      batch_size=batch_size, steps_per_epoch=steps, epochs=1), donate_argnums=0)
+  xs_dev, counts_dev = jax.device_put(xs), jax.device_put(counts)
+  t0 = time.perf_counter()
+  compiled = epoch_fn.lower(states, xs_dev, counts_dev, fit_keys, jnp.int32(0)).compile()
+  compile_seconds = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  history = []
+  f = open(metrics_path, "w") if metrics_path is not None else None
+  try:
+    for epoch in range(epochs):
+      states, metrics = compiled(states, xs_dev, counts_dev, fit_keys, jnp.int32(epoch))
+      loss = np.asarray(metrics["loss"])[:, 0]
+      if not np.all(np.isfinite(loss)):
+        from unsupjax import train
+        raise train.TrainingDiverged(epoch + 1, None, {"loss": float(np.max(loss))})
+      rec = {"epoch": epoch + 1, "train_loss_per_class": loss.tolist(),
+             "seconds": time.perf_counter() - t0}
+      history.append(rec)
+      if f is not None:
+        f.write(json.dumps(rec) + "\n")
+      if log is not None:
+        log(f"epoch {epoch + 1}/{epochs}: mean train loss {loss.mean():.5f}")
+  finally:
+    if f is not None:
+      f.close()
+  jax.block_until_ready(states)
+  train_seconds = time.perf_counter() - t0
+
+  fn = score_fn(jax.tree.map(lambda a: a[0], states), score)
+  t0 = time.perf_counter()
+  test_scores = score_stacked(states, fn, test_x)
+  labels = np.stack([np.asarray(test_y) != c for c in classes])
+  aurocs = np.asarray(jax.jit(jax.vmap(auroc))(test_scores, labels))
+  score_seconds = time.perf_counter() - t0
+  if target_fpr is not None:
+    n_val = max(len(v) for v in val)
+    val_xs = np.zeros((len(val), n_val) + xs.shape[2:], xs.dtype)
+    for i, v in enumerate(val):
+      val_xs[i, :len(v)] = v
+    cal_all = score_own(states, fn, val_xs)
+    cal_scores = [cal_all[i, :len(v)] for i, v in enumerate(val)]
+    thresholds = [fpr_threshold(c, target_fpr) for c in cal_scores]
+  else:
+    cal_all = score_own(states, fn, xs)
+    cal_scores = [cal_all[i, :counts[i]] for i in range(len(classes))]
+    thresholds = [contamination_threshold(c, contamination) for c in cal_scores]
+  calib = [float(np.mean(c > t)) for c, t in zip(cal_scores, thresholds)]
+  per_rates = [rates(test_scores[i], labels[i], t) for i, t in enumerate(thresholds)]
+  aps = [average_precision(test_scores[i], labels[i]) for i in range(len(classes))]
+  return {
+      "classes": list(classes), "auroc_per_class": [float(a) for a in aurocs],
+      "auroc_mean": float(np.mean(aurocs)),
+      "average_precision_per_class": aps, "average_precision_mean": float(np.mean(aps)),
+      "threshold_per_class": thresholds,
+      "calibration_flagged_fraction_per_class": calib,
+      "test_fpr_per_class": [r["fpr"] for r in per_rates],
+      "test_recall_per_class": [r["recall"] for r in per_rates],
+      "test_fpr_mean": float(np.mean([r["fpr"] for r in per_rates])),
+      "test_recall_mean": float(np.mean([r["recall"] for r in per_rates])),
+      "train_examples_per_class": counts.tolist(), "steps_per_epoch": steps,
+      "final_train_loss_per_class": history[-1]["train_loss_per_class"],
+      "compile_seconds": compile_seconds, "train_seconds": train_seconds,
+      "score_seconds": score_seconds, "scores": test_scores, "labels": labels,
+  }

@@ -219,7 +219,8 @@ class CSVError(ValueError):
 
 
 def read_numeric_csv(path: str | pathlib.Path, label_column: str | None = None,
-                     drop_columns: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+                     drop_columns: tuple[str, ...] = ()
+                     ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
   """Reads a CSV with a header row: (x f64[n, d], labels i32[n] or None, feature names).
 
   Every column but the label column and `drop_columns` must be numeric.

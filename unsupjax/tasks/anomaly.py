@@ -23,14 +23,11 @@ worst.png (image data: the highest-scoring test images), flags.csv (CSV).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import pathlib
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from unsupjax import anomaly, autoencoder, plots, vae
@@ -213,7 +210,8 @@ def _one_class_config(args):
       kw["latent_dim"] = args.latent_dim
     if args.model == "dae":
       if not 0.0 < args.noise_level <= 1.0:
-        raise common.UsageError(f"--noise-level: expected a value in (0, 1], got {args.noise_level}")
+        raise common.UsageError(
+            f"--noise-level: expected a value in (0, 1], got {args.noise_level}")
       kw.update(corruption="gaussian", noise_level=args.noise_level)
     config = autoencoder.AEConfig(**kw)
     scores = anomaly.AE_SCORES
@@ -261,13 +259,11 @@ def run_one_class(args: argparse.Namespace) -> dict:
       "target_fpr": args.target_fpr, "model_config": _config_dict(config)}}
   (workdir / common.RUN_FILE).write_text(json.dumps(record, indent=2))
 
-  result = one_class_benchmark(config, score, xs, counts, test_x, test_ds.y, classes,
-                               epochs=args.epochs, batch_size=args.batch_size,
-                               seed=args.seed, contamination=args.contamination,
-                               target_fpr=args.target_fpr,
-                               validation_fraction=args.validation_fraction,
-                               log=None if args.no_progress else print,
-                               metrics_path=workdir / "metrics.jsonl")
+  result = anomaly.one_class_benchmark(
+      config, score, xs, counts, test_x, test_ds.y, classes, epochs=args.epochs,
+      batch_size=args.batch_size, seed=args.seed, contamination=args.contamination,
+      target_fpr=args.target_fpr, validation_fraction=args.validation_fraction,
+      log=None if args.no_progress else print, metrics_path=workdir / "metrics.jsonl")
   np.save(workdir / "scores.npy", result.pop("scores"))
   labels = result.pop("labels")
   scores = np.load(workdir / "scores.npy")
@@ -292,112 +288,6 @@ def _config_dict(config) -> dict:
   import dataclasses
   return {k: list(v) if isinstance(v, tuple) else v
           for k, v in dataclasses.asdict(config).items()}
-
-
-def one_class_benchmark(config, score: str, xs: np.ndarray, counts: np.ndarray,
-                        test_x: np.ndarray, test_y: np.ndarray, classes, *, epochs: int,
-                        batch_size: int, seed: int, contamination: float | None = None,
-                        target_fpr: float | None = None, validation_fraction: float = 0.2,
-                        log=None, metrics_path=None) -> dict:
-  """Trains len(classes) models at once and scores the test split with each.
-
-  xs, counts: from `anomaly.one_class_data`. Class c's model gets the key
-  fold_in(PRNGKey(seed), c) (split into init and fit keys), so a class's
-  model does not depend on which other classes run beside it. With
-  target_fpr, the last validation_fraction of each class's (shuffled)
-  training rows is held out as its normal calibration split.
-  Returns per-class AUROC / AP / threshold / realised FPR and recall, their
-  means, timings, and scores f32[k, n_test] with labels bool[k, n_test].
-  """
-  is_vae = isinstance(config, vae.VAEConfig)
-  module = vae if is_vae else autoencoder
-  counts = np.asarray(counts)
-  val = None
-  if target_fpr is not None:
-    # Hold out the tail of a keyed shuffle of each class for calibration.
-    n_val = np.ceil(validation_fraction * counts).astype(int)
-    parts = []
-    for i, c in enumerate(classes):
-      perm = np.asarray(jax.random.permutation(
-          jax.random.fold_in(jax.random.PRNGKey(seed + 1), c), int(counts[i])))
-      rows = np.asarray(xs[i])[perm]
-      parts.append((rows[:counts[i] - n_val[i]], rows[counts[i] - n_val[i]:]))
-    xs = np.zeros_like(xs)
-    for i, (tr, _) in enumerate(parts):
-      xs[i, :len(tr)] = tr
-    counts = np.array([len(tr) for tr, _ in parts], np.int32)
-    val = [v for _, v in parts]
-  steps = anomaly.steps_per_epoch_for(counts, batch_size)
-  keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(seed), int(c)) for c in classes])
-  init_keys, fit_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-  example = xs[0, :1]
-  states = anomaly.init_stacked(lambda k: module.init_state(k, config, example), init_keys)
-  epoch_fn = jax.jit(functools.partial(
-      anomaly.train_one_class_vmapped, train_step=module.train_step,
-      batch_size=batch_size, steps_per_epoch=steps, epochs=1), donate_argnums=0)
-  xs_dev, counts_dev = jax.device_put(xs), jax.device_put(counts)
-  t0 = time.perf_counter()
-  compiled = epoch_fn.lower(states, xs_dev, counts_dev, fit_keys, jnp.int32(0)).compile()
-  compile_seconds = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  history = []
-  f = open(metrics_path, "w") if metrics_path is not None else None
-  try:
-    for epoch in range(epochs):
-      states, metrics = compiled(states, xs_dev, counts_dev, fit_keys, jnp.int32(epoch))
-      loss = np.asarray(metrics["loss"])[:, 0]
-      if not np.all(np.isfinite(loss)):
-        raise common.UsageError(f"--lr: training diverged in epoch {epoch + 1} (loss "
-                                f"{loss.tolist()}); try a smaller learning rate")
-      rec = {"epoch": epoch + 1, "train_loss_per_class": loss.tolist(),
-             "seconds": time.perf_counter() - t0}
-      history.append(rec)
-      if f is not None:
-        f.write(json.dumps(rec) + "\n")
-      if log is not None:
-        log(f"epoch {epoch + 1}/{epochs}: mean train loss {loss.mean():.5f}")
-  finally:
-    if f is not None:
-      f.close()
-  jax.block_until_ready(states)
-  train_seconds = time.perf_counter() - t0
-
-  fn = anomaly.score_fn(jax.tree.map(lambda a: a[0], states), score)
-  t0 = time.perf_counter()
-  test_scores = anomaly.score_stacked(states, fn, test_x)
-  labels = np.stack([np.asarray(test_y) != c for c in classes])
-  aurocs = np.asarray(jax.jit(jax.vmap(anomaly.auroc))(test_scores, labels))
-  score_seconds = time.perf_counter() - t0
-  if target_fpr is not None:
-    n_val = max(len(v) for v in val)
-    val_xs = np.zeros((len(val), n_val) + xs.shape[2:], xs.dtype)
-    for i, v in enumerate(val):
-      val_xs[i, :len(v)] = v
-    cal_all = anomaly.score_own(states, fn, val_xs)
-    cal_scores = [cal_all[i, :len(v)] for i, v in enumerate(val)]
-    thresholds = [anomaly.fpr_threshold(c, target_fpr) for c in cal_scores]
-  else:
-    cal_all = anomaly.score_own(states, fn, xs)
-    cal_scores = [cal_all[i, :counts[i]] for i in range(len(classes))]
-    thresholds = [anomaly.contamination_threshold(c, contamination) for c in cal_scores]
-  calib = [float(np.mean(c > t)) for c, t in zip(cal_scores, thresholds)]
-  per_rates = [anomaly.rates(test_scores[i], labels[i], t) for i, t in enumerate(thresholds)]
-  aps = [anomaly.average_precision(test_scores[i], labels[i]) for i in range(len(classes))]
-  return {
-      "classes": list(classes), "auroc_per_class": [float(a) for a in aurocs],
-      "auroc_mean": float(np.mean(aurocs)),
-      "average_precision_per_class": aps, "average_precision_mean": float(np.mean(aps)),
-      "threshold_per_class": thresholds,
-      "calibration_flagged_fraction_per_class": calib,
-      "test_fpr_per_class": [r["fpr"] for r in per_rates],
-      "test_recall_per_class": [r["recall"] for r in per_rates],
-      "test_fpr_mean": float(np.mean([r["fpr"] for r in per_rates])),
-      "test_recall_mean": float(np.mean([r["recall"] for r in per_rates])),
-      "train_examples_per_class": counts.tolist(), "steps_per_epoch": steps,
-      "final_train_loss_per_class": history[-1]["train_loss_per_class"],
-      "compile_seconds": compile_seconds, "train_seconds": train_seconds,
-      "score_seconds": score_seconds, "scores": test_scores, "labels": labels,
-  }
 
 
 # --------------------------------------------------------------------------
@@ -453,9 +343,10 @@ def run_csv(args: argparse.Namespace) -> dict:
              "flagged": int(flags.sum()), "flagged_fraction": float(flags.mean()),
              "fit_seconds": fit_seconds}
   if y is not None:
+    realised = anomaly.rates(scores, y, det.threshold_)
     summary.update({"auroc": float(anomaly.auroc(scores, y)),
                     "average_precision": anomaly.average_precision(scores, y),
-                    **{f"realised_{k}": v for k, v in anomaly.rates(scores, y, det.threshold_).items()}})
+                    **{f"realised_{k}": v for k, v in realised.items()}})
     curves = {f"autoencoder (AUROC {summary['auroc']:.3f})": (scores, y)}
     if args.compare:
       summary["baselines"] = {}
