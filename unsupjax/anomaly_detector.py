@@ -117,9 +117,10 @@ class AnomalyDetector:
 
   def fit(self, x: np.ndarray, x_val: np.ndarray | None = None) -> "AnomalyDetector":
     """Trains the model on x: f32[n, ...] ((mostly) normal data) and
-    calibrates threshold_. With target_fpr and no x_val, a random
-    validation_fraction of x is held out (not trained on) as the normal
-    calibration split."""
+    calibrates threshold_. x_val: held-out normal data for target_fpr
+    (unused with contamination, which calibrates on x). With target_fpr and
+    no x_val, a random validation_fraction of x is held out (not trained
+    on) as the normal calibration split."""
     self.mean_ = self.scale_ = None
     x = self._prepare(x, "x")
     key = jax.random.PRNGKey(self.seed)
