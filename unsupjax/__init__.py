@@ -14,12 +14,15 @@ Modules (one idea each):
   metrics      FID/KID, precision/recall/density/coverage, mode counting,
                the MNIST feature network, reconstruction and clustering scores
   plots        PNG grids
+  anomaly, anomaly_detector   anomaly scores, calibrated thresholds, AUROC,
+               vmapped one-class training; the PyOD-style detector, CSV tables
 """
 
-from unsupjax import (autoencoder, codec, codec_io, data, gan, gan_nets, kmeans, losses,
-                      metrics, nn, plots, toys, train, vae)
+from unsupjax import (anomaly, anomaly_detector, autoencoder, codec, codec_io, data, gan,
+                      gan_nets, kmeans, losses, metrics, nn, plots, toys, train, vae)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "autoencoder", "codec", "codec_io", "data", "gan", "gan_nets",
-           "kmeans", "losses", "metrics", "nn", "plots", "toys", "train", "vae"]
+__all__ = ["__version__", "anomaly", "anomaly_detector", "autoencoder", "codec", "codec_io",
+           "data", "gan", "gan_nets", "kmeans", "losses", "metrics", "nn", "plots", "toys",
+           "train", "vae"]

@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "kmeans": "unsupjax.tasks.kmeans",
     "compress": "unsupjax.tasks.compress",
     "decompress": "unsupjax.tasks.decompress",
+    "anomaly": "unsupjax.tasks.anomaly",
 }
 
 
