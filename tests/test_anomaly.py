@@ -151,6 +151,9 @@ def test_detector_score_matches_reconstruction_error(tabular_detectors):
 def test_detector_rejects_bad_arguments():
   with pytest.raises(ValueError, match="contamination, target_fpr"):
     AnomalyDetector(contamination=0.1, target_fpr=0.1)
+  # One rule only: a target FPR alone replaces the default contamination.
+  assert AnomalyDetector(target_fpr=0.05).contamination is None
+  assert AnomalyDetector().contamination == 0.1
   with pytest.raises(ValueError, match="score"):
     AnomalyDetector(score="neg_elbo")
   with pytest.raises(ValueError, match="standardize"):

@@ -43,6 +43,11 @@ import numpy as np
 from unsupjax import anomaly, autoencoder, train, vae
 
 
+# The threshold rule when neither contamination nor target_fpr is given
+# (PyOD's default contamination).
+DEFAULT_CONTAMINATION = 0.1
+
+
 class AnomalyDetector:
   """Detector over an autoencoder-family model (see the module docstring).
 
@@ -53,7 +58,7 @@ class AnomalyDetector:
   """
 
   def __init__(self, config: autoencoder.AEConfig | vae.VAEConfig | None = None, *,
-               score: str | None = None, contamination: float | None = 0.1,
+               score: str | None = None, contamination: float | None = None,
                target_fpr: float | None = None, validation_fraction: float = 0.2,
                standardize: bool = False, epochs: int = 50, batch_size: int = 128,
                seed: int = 0, iwae_k: int = 100):
@@ -69,8 +74,10 @@ class AnomalyDetector:
     self.score = score or allowed[0]
     if self.score not in allowed:
       raise ValueError(f"score: expected one of {allowed} for this model, got {score!r}")
-    if (contamination is None) == (target_fpr is None):
-      raise ValueError("contamination, target_fpr: give exactly one of them")
+    if contamination is not None and target_fpr is not None:
+      raise ValueError("contamination, target_fpr: give at most one of them")
+    if contamination is None and target_fpr is None:
+      contamination = DEFAULT_CONTAMINATION
     if contamination is not None:
       anomaly._check_fraction(contamination, "contamination")
     if target_fpr is not None:
