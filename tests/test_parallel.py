@@ -189,3 +189,33 @@ def test_eight_devices_equal_one(eight_devices, check):
   assert check in done, (f"check {check!r} did not pass (exit "
                          f"{eight_devices.returncode}):\n{eight_devices.stdout}\n"
                          f"{eight_devices.stderr[-6000:]}")
+
+
+def _cli8(args, tmp_path):
+  from conftest import cli_env
+  env = cli_env(tmp_path)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      " --xla_force_host_platform_device_count=8").strip()
+  return subprocess.run([sys.executable, "-m", "unsupjax", *args], cwd=tmp_path,
+                        env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_on_eight_devices(tmp_path):
+  """`--parallel` from the command line: a run, and the clear errors."""
+  import json
+
+  wd = tmp_path / "run"
+  out = _cli8(["train", "dae", "--epochs", "2", "--batch-size", "64", "--hidden", "32",
+               "--latent-dim", "8", "--workdir", str(wd), "--no-progress",
+               "--parallel", "pmap"], tmp_path)
+  assert out.returncode == 0, out.stderr[-4000:]
+  summary = json.loads((wd / "summary.json").read_text())
+  assert summary["device"].startswith("8 x cpu") and summary["steps"] == 2 * (1437 // 64)
+  for args, message in [
+      (["--parallel", "pmap", "--batch-size", "36"],
+       "--batch-size: expected a multiple of the 8 devices the batch is split over, got 36"),
+      (["--parallel", "sharded", "--model-axis", "3"], "--model-axis"),
+      (["--coordinator", "127.0.0.1:1"], "--coordinator/--num-processes/--process-id")]:
+    out = _cli8(["train", "ae", "--epochs", "1", "--workdir", str(tmp_path / "bad"),
+                 "--no-progress", *args], tmp_path)
+    assert out.returncode == 2 and message in out.stderr, (args, out.stderr[-2000:])
