@@ -173,9 +173,36 @@ def make_eval_fn(eval_step: EvalStep) -> Callable:
 
 def evaluate(state, eval_step: EvalStep, x: np.ndarray,
              batch_size: int = DEFAULT_EVAL_BATCH) -> dict[str, float]:
-  """Dataset means of `eval_step`'s per-example values over all of x."""
+  """Dataset means of `eval_step`'s per-example values over all of x.
+
+  Reuses the program `fit` compiled for the same eval_step and shapes (a
+  run's final evaluation does not compile again).
+  """
   xb, mask = _pad_batches(x, min(batch_size, num_examples(x)))
-  return _to_python(jax.jit(make_eval_fn(eval_step))(state, xb, mask))
+  xb, mask = jax.device_put(xb), jax.device_put(mask)
+  return _to_python(compiled_eval_fn(eval_step, state, xb, mask)(state, xb, mask))
+
+
+_EVAL_PROGRAMS: dict = {}
+_EVAL_PROGRAMS_MAX = 16
+
+
+def compiled_eval_fn(eval_step: EvalStep, state, xb, mask) -> Callable:
+  """The compiled `make_eval_fn(eval_step)` for these arguments' structure,
+  shapes, dtypes and placements, compiled on first use and kept (a few)."""
+  args = (state, xb, mask)
+  key = (eval_step, jax.tree.structure(args),
+         tuple((np.shape(a), getattr(a, "dtype", None), getattr(a, "sharding", None))
+               for a in jax.tree.leaves(args)))
+  try:
+    hash(key)
+  except TypeError:  # unhashable static fields: compile without keeping it
+    return jax.jit(make_eval_fn(eval_step)).lower(*args).compile()
+  if key not in _EVAL_PROGRAMS:
+    if len(_EVAL_PROGRAMS) >= _EVAL_PROGRAMS_MAX:
+      _EVAL_PROGRAMS.pop(next(iter(_EVAL_PROGRAMS)))
+    _EVAL_PROGRAMS[key] = jax.jit(make_eval_fn(eval_step)).lower(*args).compile()
+  return _EVAL_PROGRAMS[key]
 
 
 MODES = ("scan", "loop", "stream")
@@ -461,7 +488,7 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
     else:
       eb, emask = jax.device_put(eb), jax.device_put(emask)
     eval_state = par_lib.unreplicate(state) if par == "pmap" else state
-    compiled_eval = jax.jit(make_eval_fn(eval_step)).lower(eval_state, eb, emask).compile()
+    compiled_eval = compiled_eval_fn(eval_step, eval_state, eb, emask)
   compile_seconds = time.perf_counter() - t0
 
   def for_host(state):
