@@ -219,3 +219,27 @@ def test_cli_on_eight_devices(tmp_path):
     out = _cli8(["train", "ae", "--epochs", "1", "--workdir", str(tmp_path / "bad"),
                  "--no-progress", *args], tmp_path)
     assert out.returncode == 2 and message in out.stderr, (args, out.stderr[-2000:])
+
+
+def test_one_process_helpers(monkeypatch):
+  """What runs without several devices: mode resolution, shards, flags."""
+  from unsupjax import parallel
+
+  assert parallel.resolve(None) == "none"  # this process sees one device
+  assert parallel.process_shard(10, 1, 3) == slice(3, 6)
+  assert parallel.process_shard(10, 2, 3) == slice(6, 9)  # remainder dropped
+  with pytest.raises(ValueError, match="n: 2 examples cannot be split over 3"):
+    parallel.process_shard(2, 0, 3)
+  for var in (parallel.ENV_COORDINATOR, parallel.ENV_NUM_PROCESSES,
+              parallel.ENV_PROCESS_ID, "TPU_WORKER_HOSTNAMES",
+              "MEGASCALE_COORDINATOR_ADDRESS"):
+    monkeypatch.delenv(var, raising=False)
+  assert parallel.initialize_distributed() is False
+  assert parallel.initialize_distributed("127.0.0.1:1", 1, 0) is False
+  with pytest.raises(ValueError, match="needs all three"):
+    parallel.initialize_distributed("127.0.0.1:1", 2, None)
+  monkeypatch.setenv(parallel.ENV_NUM_PROCESSES, "2")
+  monkeypatch.setenv(parallel.ENV_PROCESS_ID, "2")
+  with pytest.raises(ValueError, match="process_id: expected 0..1, got 2"):
+    parallel.initialize_distributed("127.0.0.1:1")
+  assert parallel.tfds_split("train", 0, 1) == "train"
