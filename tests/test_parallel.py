@@ -131,9 +131,9 @@ SCRIPT = textwrap.dedent(r"""
                      progress=False, **kw)
   ref = fit(parallel="none")
   assert parallel.resolve(None) == "sharded"
-  for kw in [dict(parallel="sharded"), dict(parallel="sharded", mode="loop"),
+  for kw in [dict(parallel="sharded"),
              dict(parallel="sharded", mode="stream", model_axis=2),
-             dict(parallel="pmap"), dict(parallel="pmap", mode="stream")]:
+             dict(parallel="pmap")]:
     res = fit(**kw)
     close(ref.state.params, res.state.params, str(kw))
     for a, b in zip(ref.history, res.history):
@@ -205,12 +205,12 @@ def test_cli_on_eight_devices(tmp_path):
   import json
 
   wd = tmp_path / "run"
-  out = _cli8(["train", "dae", "--epochs", "2", "--batch-size", "64", "--hidden", "32",
+  out = _cli8(["train", "dae", "--epochs", "1", "--batch-size", "64", "--hidden", "32",
                "--latent-dim", "8", "--workdir", str(wd), "--no-progress",
                "--parallel", "pmap"], tmp_path)
   assert out.returncode == 0, out.stderr[-4000:]
   summary = json.loads((wd / "summary.json").read_text())
-  assert summary["device"].startswith("8 x cpu") and summary["steps"] == 2 * (1437 // 64)
+  assert summary["device"].startswith("8 x cpu") and summary["steps"] == 1437 // 64
   for args, message in [
       (["--parallel", "pmap", "--batch-size", "36"],
        "--batch-size: expected a multiple of the 8 devices the batch is split over, got 36"),
