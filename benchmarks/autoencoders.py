@@ -46,8 +46,8 @@ def step_flops(step, state, batch, key) -> float:
   return float(cost.get("flops", float("nan")))
 
 
-def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation="relu",
-                output_bias=True):
+def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation=None,
+                output_bias=True, ema_decay=None):
   import jax
   import numpy as np
   from unsupjax import autoencoder as ae, train, vae
@@ -59,7 +59,9 @@ def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation=
   x_test = xte.reshape(len(xte), -1) if flat else xte
   if name == "vae":
     module, batch = vae, 128
-    state = vae.init_state(init_key, vae.VAEConfig(activation=activation), x_train[:1])
+    overrides = {k: v for k, v in (("activation", activation), ("ema_decay", ema_decay))
+                 if v is not None}
+    state = vae.init_state(init_key, vae.VAEConfig(**overrides), x_train[:1])
     if output_bias:
       state = vae.init_output_bias(state, x_train)
     eval_x = np.asarray(vae.binarize(test_key, x_test))
@@ -75,7 +77,7 @@ def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation=
   times = [r["epoch_seconds"] for r in result.history]
   median = statistics.median(times[1:]) if len(times) > 1 else times[0]
   steps = len(x_train) // batch
-  row = {"model": name, "epochs": epochs, "batch": batch,
+  row = {"model": name, "seed": seed, "epochs": epochs, "batch": batch,
          "compile_seconds": result.compile_seconds, "median_epoch_seconds": median,
          "flops_per_step": flops, "achieved_flops": flops * steps / median}
   if name == "vae":
@@ -106,8 +108,12 @@ def main() -> None:
                  help="VAE budgets to run (default: --epochs)")
   p.add_argument("--iwae-k", type=int, default=1000)
   p.add_argument("--iwae-examples", type=int, default=1000)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--vae-activation", default="relu", help="the VAE's hidden nonlinearity")
+  p.add_argument("--seeds", type=int, nargs="+", default=[0])
+  p.add_argument("--vae-activation", default=None,
+                 help="the VAE's hidden nonlinearity (default: VAEConfig's)")
+  p.add_argument("--vae-ema-decay", type=float, default=None,
+                 help="decay of the weight average the VAE is evaluated with "
+                      "(default: VAEConfig's; 0: the last iterate)")
   p.add_argument("--vae-no-output-bias", action="store_true",
                  help="skip the VAE's output-bias warm start (vae.init_output_bias)")
   p.add_argument("--json", default=None)
@@ -120,25 +126,41 @@ def main() -> None:
   for name in args.models:
     budgets = (args.vae_epochs or [args.epochs]) if name == "vae" else [args.epochs]
     for epochs in budgets:
-      row = bench_model(name, xtr, xte, epochs, args.seed, args.iwae_k if name == "vae" else 0,
-                        args.iwae_examples, args.vae_activation,
-                        not args.vae_no_output_bias)
-      rows.append(row)
-      print(row, file=sys.stderr, flush=True)
+      for seed in args.seeds:
+        row = bench_model(name, xtr, xte, epochs, seed, args.iwae_k if name == "vae" else 0,
+                          args.iwae_examples, args.vae_activation,
+                          not args.vae_no_output_bias, args.vae_ema_decay)
+        rows.append(row)
+        print(row, file=sys.stderr, flush=True)
 
   print(f"machine: {info['cores']} cores, {info['cpu']}, JAX {info['jax']} on "
         f"{info['backend']} ({info['device']}); f32 matmul peak {peak / 1e9:.1f} GFLOP/s")
   print()
   table = []
   for r in rows:
-    table.append([r["model"], r["epochs"], r["compile_seconds"], r["median_epoch_seconds"],
+    table.append([r["model"], r["seed"], r["epochs"], r["compile_seconds"], r["median_epoch_seconds"],
                   f"{100 * r['achieved_flops'] / peak:.1f}%", r["test_mse"],
                   r.get("test_bce", "-"), r.get("test_neg_elbo", "-"),
                   r.get("test_iwae_nll", "-")])
   print(_bench.markdown_table(
-      ["model", "epochs", "compile (s)", "median epoch (s)", "% of matmul peak",
+      ["model", "seed", "epochs", "compile (s)", "median epoch (s)", "% of matmul peak",
        "test MSE", "test BCE (nats/pixel)", "VAE test -ELBO (nats)",
        f"VAE IWAE-{args.iwae_k} NLL (nats, {args.iwae_examples} test images)"], table))
+  if len(args.seeds) > 1:
+    print()
+    groups = {}
+    for r in rows:
+      groups.setdefault((r["model"], r["epochs"]), []).append(r)
+    agg = []
+    for (model, epochs), rs in groups.items():
+      def ms(key):
+        v = [r[key] for r in rs if key in r]
+        return (f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1
+                else "-")
+      agg.append([model, epochs, len(rs), f"{statistics.mean(r['test_mse'] for r in rs):.5f}",
+                  ms("test_neg_elbo"), ms("test_iwae_nll")])
+    print(_bench.markdown_table(["model", "epochs", "seeds", "mean test MSE",
+                                 "VAE test -ELBO (nats)", "VAE IWAE NLL (nats)"], agg))
   _bench.write_json(args.json, {"machine": info, "peak_flops": peak, "rows": rows})
 
 

@@ -173,6 +173,48 @@ def test_kmeans_plusplus_respects_weights():
   assert sorted(np.asarray(idx).tolist()) == [3, 11, 17]
 
 
+def test_kmeans_parallel_seeds_every_blob_in_few_passes():
+  """k-means|| covers well-separated blobs as k-means++ does, and its
+  initial potential is of the same order (both are O(log k)-approximate)."""
+  x, y = make_blobs(3000, 5, centers=25, cluster_std=0.5, center_box=(-60, 60),
+                    random_state=5)
+  x = x.astype(np.float32)
+  covered, ratio = [], []
+  for seed in range(10):
+    c, idx = kmeans.kmeans_parallel(jax.random.key(seed), x, 25)
+    idx = np.asarray(idx)
+    np.testing.assert_array_equal(np.asarray(c), x[idx])
+    assert len(np.unique(idx)) == 25
+    covered.append(len(np.unique(y[idx])))
+    c_pp, _ = kmeans.kmeans_plusplus(jax.random.key(seed), x, 25)
+    ratio.append(float(kmeans.inertia(c, x)) / float(kmeans.inertia(c_pp, x)))
+  assert np.mean(np.array(covered) == 25) >= 0.9
+  assert np.median(ratio) < 1.5
+  # A Lloyd run from it reaches scikit-learn's optimum.
+  res = kmeans.fit(jax.random.key(0), x, 25, init="k-means||", n_init=2)
+  ref = skc.KMeans(25, n_init=3, random_state=0).fit(x)
+  assert float(res.inertia) == pytest.approx(ref.inertia_, rel=1e-4)
+
+
+def test_kmeans_parallel_weights_and_arguments():
+  x = np.arange(20, dtype=np.float32)[:, None]
+  w = np.zeros(20, np.float32)
+  w[[3, 11, 17]] = 1.0
+  # Zero-weight rows are never drawn (neither as candidates nor as centres).
+  for seed in range(5):
+    _, idx = kmeans.kmeans_parallel(jax.random.key(seed), x, 3, sample_weight=w)
+    assert sorted(np.asarray(idx).tolist()) == [3, 11, 17]
+  a = kmeans.kmeans_parallel(jax.random.key(2), x, 3, sample_weight=w + 1)[1]
+  b = kmeans.kmeans_parallel(jax.random.key(2), x, 3, sample_weight=w + 1)[1]
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match="rounds"):
+    kmeans.kmeans_parallel(jax.random.key(0), x, 3, rounds=0)
+  with pytest.raises(ValueError, match="oversampling"):
+    kmeans.kmeans_parallel(jax.random.key(0), x, 3, oversampling=-1.0)
+  est = kmeans.KMeans(3, init="k-means||", random_state=0).fit(x, sample_weight=w)
+  assert sorted(np.round(est.cluster_centers_[:, 0]).tolist()) == [3.0, 11.0, 17.0]
+
+
 def test_n_init_keeps_best_and_matches_sklearn_quality(digits):
   x, _ = digits
   key = jax.random.key(0)

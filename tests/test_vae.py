@@ -1,5 +1,6 @@
 """VAE: closed forms, Monte-Carlo checks, IWAE bounds, learning, bad input."""
 
+import dataclasses
 import functools
 
 import chex
@@ -80,9 +81,10 @@ def test_iwae_k1_is_the_single_sample_elbo(trained):
   key = jax.random.PRNGKey(3)
   lw = vae.iwae_log_weights(state, x, key, 1)[0]
   # The same z by hand: iwae_log_weights draws sample i with split(key, k)[i].
-  mean, log_var = state.model.apply({"params": state.params}, x, method="encode")
+  params = vae.eval_params(state)
+  mean, log_var = state.model.apply({"params": params}, x, method="encode")
   z = vae.reparameterize(jax.random.split(key, 1)[0], mean, log_var)
-  logits = state.model.apply({"params": state.params}, z, method="decode")
+  logits = state.model.apply({"params": params}, z, method="decode")
   by_hand = (-losses.bernoulli_nll_with_logits(logits, x)
              + losses.diag_gaussian_log_prob(z, 0 * z, 0 * z)
              - losses.diag_gaussian_log_prob(z, mean, log_var))
@@ -165,12 +167,42 @@ def test_train_step_is_keyed():
   assert a == b and a != c
 
 
+def test_weight_average_is_the_scheduled_ema_and_what_evaluation_uses():
+  """ema_params follows e <- d_t e + (1 - d_t) p with d_t = min(d, (1+t)/(10+t)),
+  computed here in float64 from the raw iterates; eval_step and the other
+  evaluation functions use it, and ema_decay=0 means the raw weights."""
+  x = jax.random.uniform(jax.random.PRNGKey(0), (16, 12))
+  st = vae.init_state(jax.random.PRNGKey(1), vae.VAEConfig(hidden=(8,), latent_dim=2,
+                                                           ema_decay=0.9), x)
+  ema = jax.tree.map(lambda a: np.asarray(a, np.float64), st.params)
+  step = jax.jit(vae.train_step)
+  for t in range(30):
+    st, _ = step(st, x, jax.random.PRNGKey(2))
+    d = min(0.9, (1 + t) / (10 + t))
+    ema = jax.tree.map(lambda e, p: d * e + (1 - d) * np.asarray(p, np.float64), ema, st.params)
+  chex.assert_trees_all_close(st.ema_params, ema, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(st.ema_params["encoder"]["mlp"]["dense_0"]["kernel"],
+                         st.params["encoder"]["mlp"]["dense_0"]["kernel"])
+  raw = st.replace(config=dataclasses.replace(st.config, ema_decay=0.0))
+  by_ema = vae.eval_step(st, x)["neg_elbo"]
+  by_raw = vae.eval_step(raw, x)["neg_elbo"]
+  np.testing.assert_allclose(
+      by_raw, vae.eval_step(raw.replace(ema_params=st.params), x)["neg_elbo"], rtol=1e-6)
+  np.testing.assert_allclose(
+      by_ema, vae.eval_step(raw.replace(params=st.ema_params), x)["neg_elbo"], rtol=1e-6)
+  assert not np.allclose(by_ema, by_raw)
+  np.testing.assert_allclose(vae.encode(st, x), vae.encode(raw.replace(params=st.ema_params), x),
+                             rtol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(latent_dim=0), "latent_dim"),
     (dict(beta=-0.5), "beta"),
     (dict(likelihood="poisson"), "likelihood"),
     (dict(likelihood="gaussian"), "binarize"),
     (dict(arch="rnn"), "arch"),
+    (dict(ema_decay=1.0), "ema_decay"),
+    (dict(ema_decay=-0.1), "ema_decay"),
 ])
 def test_bad_config(kwargs, match):
   with pytest.raises(ValueError, match=match):

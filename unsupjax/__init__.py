@@ -8,16 +8,21 @@ Modules (one idea each):
   vae          variational autoencoder, IWAE
   gan, gan_nets, toys   keyed GAN update, its networks, 2-D toy data
   kmeans       vectorised k-means (functional fit, sklearn-style KMeans)
+  codec, codec_io   learned compression: integer latents + learned prior;
+               model bundle, range coding, container format
   train        the training loop (fit, evaluate, checkpoints)
   metrics      FID/KID, precision/recall/density/coverage, mode counting,
                the MNIST feature network, reconstruction and clustering scores
   plots        PNG grids
+  anomaly, anomaly_detector   anomaly scores, calibrated thresholds, AUROC,
+               vmapped one-class training; the PyOD-style detector, CSV tables
 """
 
-from unsupjax import (autoencoder, data, gan, gan_nets, kmeans, losses, metrics, nn,
-                      plots, toys, train, vae)
+from unsupjax import (anomaly, anomaly_detector, autoencoder, codec, codec_io, data, gan,
+                      gan_nets, kmeans, losses, metrics, nn, plots, toys, train, vae)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "autoencoder", "data", "gan", "gan_nets", "kmeans", "losses",
-           "metrics", "nn", "plots", "toys", "train", "vae"]
+__all__ = ["__version__", "anomaly", "anomaly_detector", "autoencoder", "codec", "codec_io",
+           "data", "gan", "gan_nets", "kmeans", "losses", "metrics", "nn", "plots", "toys",
+           "train", "vae"]

@@ -29,12 +29,16 @@ TRAIN_TASKS: dict[str, str] = {
     "dae": "unsupjax.tasks.dae",
     "vae": "unsupjax.tasks.vae",
     "gan": "unsupjax.tasks.gan",
+    "codec": "unsupjax.tasks.codec",
 }
 
 # Top-level command -> task module (`unsupjax NAME`).
 COMMANDS: dict[str, str] = {
     "evaluate": "unsupjax.tasks.evaluate",
     "kmeans": "unsupjax.tasks.kmeans",
+    "compress": "unsupjax.tasks.compress",
+    "decompress": "unsupjax.tasks.decompress",
+    "anomaly": "unsupjax.tasks.anomaly",
 }
 
 

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from unsupjax.averaging import ema_decay_at, ema_update  # noqa: F401 (re-exported)
 from unsupjax import gan_nets, parallel
 
 LOSSES = ("minimax", "ns", "hinge", "lsgan", "wgan")
@@ -463,12 +464,6 @@ def _check_batch(config: GANConfig, batch: jax.Array) -> None:
                      f"multiple of pac={config.pac}")
 
 
-def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
-  """The EMA decay used at generator update `step`: min(decay, (1+t)/(10+t))."""
-  t = jnp.asarray(step, jnp.float32)
-  return jnp.minimum(jnp.float32(decay), (1.0 + t) / (10.0 + t))
-
-
 def d_step(state: GANState, batch: jax.Array, key: jax.Array,
            axis_name: str | None = None
            ) -> tuple[GANState, dict[str, jax.Array]]:
@@ -557,9 +552,7 @@ def g_step(state: GANState, key: jax.Array, batch_size: int,
                                axis_name)
   updates, g_opt = state.g_tx.update(grads, state.g_opt, state.g_params)
   g_params = optax.apply_updates(state.g_params, updates)
-  decay = ema_decay_at(cfg.ema_decay, state.step)
-  ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
-                            state.ema_params, g_params)
+  ema_params = ema_update(state.ema_params, g_params, cfg.ema_decay, state.step)
   new_state = state.replace(step=state.step + 1, g_params=g_params,
                             g_opt=g_opt, ema_params=ema_params)
   return new_state, {"g_loss": loss, "g_grad_norm": optax.global_norm(grads)}

@@ -31,7 +31,12 @@ counts are fused per block. Like scikit-learn, the data is centred before
 fitting, which keeps the expansion accurate in float32; the reported inertia
 is always the direct sum of ||x - c||^2 (clipping and cancellation free).
 
-Does not offer: k-means|| initialization, Elkan's algorithm, sparse inputs,
+`init="k-means||"` (scalable k-means++, Bahmani et al. 2012) draws ~2k
+candidates per pass over x for 5 passes, then reduces them to k centres by
+weighted k-means++: a handful of passes over the data instead of k
+sequential ones, which is what large n and k need on accelerators.
+
+Does not offer: Elkan's algorithm, sparse inputs,
 or the random centre reassignment of scikit-learn's MiniBatchKMeans.
 
 `fit`, `predict` and `transform` validate their inputs eagerly (clear
@@ -55,13 +60,20 @@ from jax import lax
 __all__ = [
     "KMeans", "KMeansResult", "MiniBatchState", "clustering_loss",
     "default_block_size", "epoch_batches", "fit", "fit_sharded", "inertia",
-    "kmeans_plusplus", "minibatch_fit", "minibatch_fit_arrays",
-    "minibatch_init", "minibatch_step", "minibatch_train_step", "predict", "predict_with_inertia",
+    "kmeans_parallel", "kmeans_plusplus", "minibatch_fit", "minibatch_fit_arrays",
+    "minibatch_init", "minibatch_step", "minibatch_train_step", "predict",
+    "predict_with_inertia",
     "random_init", "student_t_assignment", "transform",
 ]
 
 METRICS = ("euclidean", "cosine")
-INITS = ("k-means++", "random")
+INITS = ("k-means++", "k-means||", "random")
+
+# k-means|| (Bahmani et al. 2012): sampling rounds and the expected number
+# of candidates drawn per round, as a multiple of k (the paper's l = 2k and
+# r = 5 rounds, also Spark MLlib's defaults).
+KMEANS_PARALLEL_ROUNDS = 5
+KMEANS_PARALLEL_OVERSAMPLING = 2.0
 
 Array = jax.Array
 
@@ -425,6 +437,98 @@ def _kmeans_plusplus_jit(key, x, w, k, n_local_trials):
   return x[idx], idx
 
 
+def _kmeans_parallel(key, blocks: _Blocks, k, n_valid, n_local_trials, precision,
+                     rounds, oversampling):
+  """k-means|| on blocked data with fixed shapes: (centroids f32[k, d], rows i32[k]).
+
+  Each round keeps every row independently with probability
+  min(1, l * w * D^2 / phi) (l = oversampling * k), at most `cap` of them
+  (a random subset when more are drawn, which is rare: cap is l plus four
+  standard deviations); unused slots repeat the first centre, which leaves
+  every distance and (argmin taking the first of equals) every count as it
+  is. The candidates are weighted by the weight of the rows nearest to them
+  and reduced to k by greedy weighted k-means++.
+  """
+  nb, bsz, d = blocks.x.shape
+  flat_x = blocks.x.reshape(-1, d)
+  flat_w = blocks.w.reshape(-1)
+  ell = oversampling * k
+  cap = min(int(math.ceil(ell + 4.0 * math.sqrt(ell) + 8.0)), nb * bsz)
+  key0, key_rounds, key_pp = jax.random.split(key, 3)
+  first = _weighted_draw(key0, flat_w, (), n_valid)
+  cand = jnp.full((1 + rounds * cap,), first, jnp.int32)
+
+  def nearest(idx):
+    return _assign_blocks(blocks, flat_x[idx], with_sums=False,
+                          precision=precision)[1].reshape(-1)
+
+  def one_round(r, carry):
+    cand, closest = carry
+    score = flat_w * closest
+    phi = jnp.sum(score)
+    p = jnp.minimum(1.0, ell * score / jnp.where(phi > 0, phi, 1.0))
+    k_keep, k_order = jax.random.split(jax.random.fold_in(key_rounds, r))
+    kept = jax.random.uniform(k_keep, p.shape) < p
+    priority = jnp.where(kept, jax.random.uniform(k_order, p.shape), -1.0)
+    top, idx = lax.top_k(priority, cap)
+    idx = jnp.where(top >= 0, idx, first).astype(jnp.int32)
+    cand = lax.dynamic_update_slice(cand, idx, (1 + r * cap,))
+    return cand, jnp.minimum(closest, nearest(idx))
+
+  cand, _ = lax.fori_loop(0, rounds, one_round, (cand, nearest(first[None])))
+  centers = flat_x[cand]
+  _, _, _, weight = _assign_blocks(blocks, centers, with_sums=True,
+                                   precision=precision)
+  csq = jnp.sum(centers * centers, axis=1)
+  _, pick = _kmeans_plusplus(key_pp, centers, csq, weight, k, cand.shape[0],
+                             n_local_trials, precision)
+  return centers[pick], cand[pick]
+
+
+def kmeans_parallel(key: Array, x: Array, k: int, *,
+                    sample_weight: Array | None = None,
+                    rounds: int = KMEANS_PARALLEL_ROUNDS,
+                    oversampling: float = KMEANS_PARALLEL_OVERSAMPLING,
+                    n_local_trials: int | None = None,
+                    block_size: int | None = None) -> tuple[Array, Array]:
+  """k-means|| (Bahmani et al. 2012, "Scalable k-means++").
+
+  `rounds` passes over x each draw about `oversampling * k` candidates with
+  probability proportional to sample_weight * D(x)^2; the candidates,
+  weighted by how much data lies nearest to each, are reduced to k centres
+  by greedy weighted k-means++. Its potential is within a constant factor of
+  the optimum in expectation, like k-means++, from `rounds` passes instead
+  of k.
+
+  x: f32[n, d]; returns (centroids f32[k, d], row indices i32[k]).
+  """
+  _check_x(x)
+  n, d = x.shape
+  _check_k(k, n)
+  _check_weight(sample_weight, n)
+  if not isinstance(rounds, (int, np.integer)) or rounds < 1:
+    raise ValueError(f"rounds: expected an int >= 1, got {rounds!r}")
+  if not (isinstance(oversampling, (int, float)) and oversampling > 0):
+    raise ValueError(f"oversampling: expected a number > 0, got {oversampling!r}")
+  block_size = block_size or default_block_size(n, d, k)
+  return _kmeans_parallel_jit(key, jnp.asarray(x, jnp.float32),
+                              _weights(sample_weight, n), k=k,
+                              n_local_trials=n_local_trials, rounds=int(rounds),
+                              oversampling=float(oversampling),
+                              block_size=block_size)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "n_local_trials", "rounds",
+                                             "oversampling", "block_size"))
+def _kmeans_parallel_jit(key, x, w, *, k, n_local_trials, rounds, oversampling,
+                         block_size):
+  shift = jnp.mean(x, axis=0)
+  blocks = _to_blocks(x - shift, w, block_size)
+  centers, idx = _kmeans_parallel(key, blocks, k, x.shape[0], n_local_trials,
+                                  lax.Precision.HIGHEST, rounds, oversampling)
+  return x[idx], idx
+
+
 def random_init(key: Array, x: Array, k: int, *,
                 sample_weight: Array | None = None) -> tuple[Array, Array]:
   """k distinct rows drawn with probability proportional to sample_weight.
@@ -484,6 +588,10 @@ def _fit_impl(key, x, w, init_centers, tol, max_iter, *, k, init, n_init,
     if init == "k-means++":
       draw = lambda kk: _kmeans_plusplus(kk, flat_x, flat_xsq, flat_w, k, n,
                                          n_local_trials, precision)[0]
+    elif init == "k-means||":
+      draw = lambda kk: _kmeans_parallel(
+          kk, blocks, k, n, n_local_trials, precision, KMEANS_PARALLEL_ROUNDS,
+          KMEANS_PARALLEL_OVERSAMPLING)[0]
     else:
       draw = lambda kk: flat_x[_random_idx(kk, flat_w, k)]
     c0 = jax.vmap(draw)(keys)
@@ -554,7 +662,8 @@ def fit(key: Array, x: Array, k: int, *, init: str | Array = "k-means++",
     k: number of clusters, 1 <= k <= n (static; so are `init` when a
       string, `n_init`, `metric` and `block_size`).
     init: 'k-means++' (greedy, `n_local_trials` candidates per centre,
-      default 2 + floor(log k)), 'random' (k distinct rows drawn by weight),
+      default 2 + floor(log k)), 'k-means||' (`kmeans_parallel`, 5 rounds
+      of ~2k candidates), 'random' (k distinct rows drawn by weight),
       or initial centroids f32[k, d].
     n_init: restarts, run vmapped; the lowest inertia wins. Ignored (1) when
       `init` is an array.

@@ -6,8 +6,10 @@
   features  the shipped MNIST feature network (checksum-verified)
   reconstruction  MSE / PSNR / BCE of autoencoders, per example and per dataset
   clustering      accuracy (Hungarian matching), NMI, ARI
+  report    every image metric above in one dict (MNIST-like images)
 """
 
-from unsupjax.metrics import clustering, features, fid, modes, prdc, reconstruction
+from unsupjax.metrics import (clustering, features, fid, modes, prdc, reconstruction,
+                              report)
 
-__all__ = ["clustering", "features", "fid", "modes", "prdc", "reconstruction"]
+__all__ = ["clustering", "features", "fid", "modes", "prdc", "reconstruction", "report"]

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--iwae-k", type=int, default=0,
                       help="VAE: importance samples for the IWAE NLL (0: skip)")
   parser.add_argument("--iwae-examples", type=int, default=1000)
+  parser.add_argument("--samples", type=int, default=0,
+                      help="GAN on MNIST-like images: generated samples scored against "
+                           "the held-out split (default: 10,000, at most its size)")
 
 
 def run(args: argparse.Namespace) -> dict:

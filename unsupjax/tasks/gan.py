@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from unsupjax import gan, gan_nets, plots, toys, train
+from unsupjax.metrics import report
 from unsupjax.tasks import common
 
 HELP = ("GAN: MLP on 2-D toys/vectors, DCGAN on images; non-saturating loss, "
@@ -40,6 +41,8 @@ TOY_TRAIN, TOY_EVAL = 51_200, 2_560
 MODE_SAMPLES = 2_500  # the PacGAN / VEEGAN protocol
 GRID_SIDE = 8  # samples.png for images: an 8 x 8 grid of fixed latents
 SAMPLE_CHUNK = 1_000
+METRIC_K = 5  # the k of precision/recall/density/coverage
+FINAL_METRIC_SAMPLES = 10_000
 
 DEFAULTS = common.TrainDefaults(
     batch_size=256, learning_rate=1e-3, checkpoint_every=10,
@@ -91,6 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                  help="write N samples of the final EMA generator to samples.npy")
   o.add_argument("--samples-every", type=int, default=10, metavar="EPOCHS",
                  help="epochs between samples.png updates (and the last)")
+  o.add_argument("--metrics-every", type=int, default=1, metavar="EPOCHS",
+                 help="MNIST-like images: epochs between FID/KID/PRDC (and Stacked-MNIST "
+                      "mode) lines in metrics.jsonl, on --metric-samples samples (0: never)")
+  o.add_argument("--metric-samples", type=int, default=2000, metavar="N",
+                 help="samples (and held-out images) the in-training metrics use; the "
+                      "final summary uses up to 10,000")
 
 
 def _is_npy(dataset: str) -> bool:
@@ -195,6 +204,11 @@ def resolve(args: argparse.Namespace) -> None:
     if getattr(args, flag) is not None:
       common.check_positive(getattr(args, flag), "--" + flag.replace("_", "-"), float)
   common.check_positive(args.samples_every, "--samples-every")
+  if not isinstance(args.metrics_every, int) or args.metrics_every < 0:
+    raise common.UsageError(f"--metrics-every: expected EPOCHS >= 0, got {args.metrics_every!r}")
+  if not isinstance(args.metric_samples, int) or args.metric_samples <= METRIC_K:
+    raise common.UsageError(f"--metric-samples: expected an integer > {METRIC_K}, "
+                            f"got {args.metric_samples!r}")
   _check_nonneg(args.r1, "--r1")
   if args.gp is not None:
     _check_nonneg(args.gp, "--gp")
@@ -250,8 +264,10 @@ def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
   """`unsupjax evaluate` for a GAN run: its latest checkpoint's EMA generator.
 
   2-D toys: modes_covered / hq_fraction / reverse_kl of the same 2,500
-  samples the run's summary used. Image GANs (FID/KID/PRDC with the MNIST
-  feature net) are not wired in yet.
+  samples the run's summary used. 28x28x1 / 28x28x3 images: `report.image_report`
+  (FID, KID, precision/recall/density/coverage, Inception-style score or
+  Stacked-MNIST modes) of `--samples` samples (default 10,000, at most the
+  held-out split's size) against the held-out split.
   """
   from unsupjax import train
 
@@ -268,10 +284,29 @@ def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
     samples = np.asarray(jax.jit(lambda st: gan.sample(st, view_key, MODE_SAMPLES))(state))
     out.update(_mode_stats(samples, cfg["dataset"]))
     out["mode_samples"] = MODE_SAMPLES
+  elif report.supports(config.data_shape):
+    _, eval_x = load_data(_data_args(cfg, args), jax.random.split(
+        jax.random.PRNGKey(cfg["seed"]), 4)[0])
+    n = min(args.samples or FINAL_METRIC_SAMPLES, len(eval_x))
+    if n <= METRIC_K:
+      raise common.UsageError(f"--samples: expected more than {METRIC_K}, got {n}")
+    fakes = _sample_in_chunks(state, jax.random.fold_in(view_key, 1), n)
+    out.update(report.image_report(eval_x[:n], fakes, jax.random.PRNGKey(0)))
   else:
-    raise common.UsageError(f"workdir: no evaluation is defined yet for GANs on "
-                            f"{cfg['dataset']!r} (the 2-D toys are)")
+    raise common.UsageError(f"workdir: no evaluation is defined for GANs on "
+                            f"{cfg['dataset']!r} with examples of shape "
+                            f"{tuple(config.data_shape)} (the 2-D toys and 28x28x1/3 "
+                            f"MNIST-like images are)")
   return out
+
+
+def _data_args(cfg: dict, args: argparse.Namespace) -> argparse.Namespace:
+  """The flags `load_data` needs to reload a saved run's data."""
+  from unsupjax import data as data_lib
+  return argparse.Namespace(
+      dataset=cfg["dataset"], data_dir=args.data_dir, no_download=args.no_download,
+      cache_dir=args.cache_dir or str(data_lib.default_cache_dir()),
+      batch_size=cfg["batch_size"])
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -323,8 +358,23 @@ def run(args: argparse.Namespace) -> dict:
         save_scatter(path, flat, shown_data, centers,
                      f"{args.dataset}: {len(flat)} EMA samples, epoch {epoch}")
 
+  scored = is_image and report.supports(config.data_shape)
+  if scored:
+    n_metric = min(args.metric_samples, len(eval_x))
+    if n_metric <= METRIC_K:
+      raise common.UsageError(f"--dataset: the held-out split has {len(eval_x)} images; "
+                              f"sample-quality metrics need more than {METRIC_K}")
+    from unsupjax.metrics import features
+    real_features = features.features(eval_x[:n_metric])
+    metric_view = jax.jit(lambda s: gan.sample(s, jax.random.fold_in(view_key, 2), n_metric))
+
   def epoch_callback(epoch: int, state) -> dict:
     extra = {}
+    if scored and args.metrics_every and (epoch % args.metrics_every == 0
+                                          or epoch == args.epochs):
+      extra.update(report.image_report(None, np.asarray(metric_view(state)),
+                                       jax.random.fold_in(view_key, epoch),
+                                       real_features=real_features))
     due = epoch % args.samples_every == 0 or epoch == args.epochs
     if is_toy or due:
       samples = np.asarray(view(state))
@@ -350,6 +400,10 @@ def run(args: argparse.Namespace) -> dict:
   if is_toy:
     summary.update(_mode_stats(samples, args.dataset))
     summary["mode_samples"] = MODE_SAMPLES
+  if scored:
+    n = min(FINAL_METRIC_SAMPLES, len(eval_x))
+    fakes = _sample_in_chunks(state, jax.random.fold_in(view_key, 1), n)
+    summary.update(report.image_report(eval_x[:n], fakes, jax.random.PRNGKey(0)))
   if args.save_samples:
     saved = _sample_in_chunks(state, save_key, args.save_samples)
     np.save(workdir / "samples.npy", saved.astype(np.float32))
@@ -358,6 +412,9 @@ def run(args: argparse.Namespace) -> dict:
   common.write_summary(workdir, summary)
   line = (f"{MODEL} on {args.dataset}: {int(state.step)} G steps, D accuracy "
           f"real {final['d_real_acc']:.3f} / fake {final['d_fake_acc']:.3f}")
+  if scored:
+    line += (f", FID {summary['fid']:.3f}, precision {summary['precision']:.3f}, "
+             f"recall {summary['recall']:.3f}")
   if is_toy:
     line += (f", modes {summary['modes_covered']}/{len(centers)}, HQ "
              f"{summary['hq_fraction']:.3f}, reverse KL {summary['reverse_kl']:.4f}")

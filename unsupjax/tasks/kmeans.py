@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a .npy file holding f32[n, d] vectors")
   m = parser.add_argument_group("k-means")
   m.add_argument("--k", type=int, default=DEFAULT_K, help="number of clusters")
-  m.add_argument("--init", default="k-means++", choices=("k-means++", "random"))
+  m.add_argument("--init", default="k-means++", choices=("k-means++", "k-means||", "random"))
   m.add_argument("--n-init", type=int, default=None,
                  help="restarts, run vectorized; the lowest inertia wins "
                       "(default: 1 for k-means++, 10 for random, like scikit-learn)")

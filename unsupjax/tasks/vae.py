@@ -35,8 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                  help="encoder hidden widths (dense), or the width after the convs")
   m.add_argument("--conv-features", type=int, nargs="+",
                  default=list(vae.VAEConfig.conv_features))
-  m.add_argument("--activation", choices=tuple(vae.ACTIVATIONS), default="relu",
+  m.add_argument("--activation", choices=tuple(vae.ACTIVATIONS), default=vae.VAEConfig.activation,
                  help="hidden-layer nonlinearity of encoder and decoder")
+  m.add_argument("--ema-decay", type=float, default=vae.VAEConfig.ema_decay,
+                 help="decay of the weight average that evaluation and sampling use "
+                      "(0: the last iterate)")
   m.add_argument("--beta", type=float, default=vae.VAEConfig.beta,
                  help="weight of the KL term (1 = the ELBO)")
   m.add_argument("--likelihood", choices=vae.LIKELIHOODS, default="bernoulli")
@@ -57,6 +60,8 @@ def build_config(args: argparse.Namespace) -> vae.VAEConfig:
     common.check_positive(f, "--conv-features")
   if not (args.beta >= 0 and np.isfinite(args.beta)):
     raise common.UsageError(f"--beta: expected a finite value >= 0, got {args.beta}")
+  if not (0.0 <= args.ema_decay < 1.0):
+    raise common.UsageError(f"--ema-decay: expected a value in [0, 1), got {args.ema_decay}")
   if args.iwae_k < 0:
     raise common.UsageError(f"--iwae-k: expected 0 (skip) or a positive integer, got {args.iwae_k}")
   if args.iwae_k:
@@ -66,7 +71,8 @@ def build_config(args: argparse.Namespace) -> vae.VAEConfig:
                        latent_dim=args.latent_dim, beta=args.beta,
                        likelihood=args.likelihood,
                        binarize=args.likelihood == "bernoulli" and not args.no_binarize,
-                       learning_rate=args.lr, activation=args.activation)
+                       learning_rate=args.lr, activation=args.activation,
+                       ema_decay=args.ema_decay)
 
 
 def _save_latent_plot(path, state, test_x, labels, image_shape):
@@ -101,7 +107,8 @@ def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
                          conv_features=tuple(cfg["conv_features"]),
                          latent_dim=cfg["latent_dim"], beta=cfg["beta"],
                          likelihood=cfg["likelihood"], binarize=cfg["binarize"],
-                         learning_rate=cfg["lr"], activation=cfg.get("activation", "relu"))
+                         learning_rate=cfg["lr"], activation=cfg.get("activation", "relu"),
+                         ema_decay=cfg.get("ema_decay", 0.0))
   test_ds = common.load_test_split(record, args)
   test_grey = test_ds.flat() if config.arch == "dense" else test_ds.x
   _, _, test_key, _, iwae_key = jax.random.split(jax.random.PRNGKey(cfg["seed"]), 5)
@@ -130,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
       args, arch=config.arch, hidden=list(config.hidden),
       conv_features=list(config.conv_features), latent_dim=config.latent_dim,
       beta=config.beta, likelihood=config.likelihood, binarize=config.binarize,
-      activation=config.activation)
+      activation=config.activation, ema_decay=config.ema_decay)
   train_ds, test_ds = common.load_splits(args, config.check_input_shape,
                                          f"vae --arch {config.arch}")
   if args.iwae_k and args.iwae_examples > test_ds.num_examples:

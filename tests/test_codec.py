@@ -1,0 +1,372 @@
+"""The learned codec: prior and tables against NumPy float64, exact round
+trips (in this process and another), the container's checks, the CLI, and
+the rate-distortion trade-off on digits."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special
+
+from conftest import cli_env, run_cli
+from unsupjax import cli, codec, codec_io, train
+
+SMALL = dict(hidden=(64,), latent_dim=8)
+
+
+def _fit(digits, lam, epochs=60, seed=0):
+  tr, te = digits
+  cfg = codec.CodecConfig(lam=lam, **SMALL)
+  state = codec.init_state(jax.random.PRNGKey(seed), cfg, tr.flat()[:1], tr.image_shape)
+  result = train.fit(state, codec.train_step, codec.eval_step, tr.flat(), key=jax.random.PRNGKey(1),
+                     epochs=epochs, batch_size=64, progress=False, log=lambda s: None)
+  return result.state
+
+
+@pytest.fixture(scope="session")
+def sweep(digits):
+  """States trained on digits for three lambdas (small model)."""
+  return {lam: _fit(digits, lam) for lam in (0.001, 0.01, 0.1)}
+
+
+@pytest.fixture(scope="session")
+def model_dir(sweep, tmp_path_factory):
+  """A work directory holding the lambda = 0.01 codec's bundle."""
+  wd = tmp_path_factory.mktemp("codec-model")
+  codec_io.Codec.from_state(sweep[0.01]).save(wd / codec_io.BUNDLE_FILE)
+  return wd
+
+
+@pytest.fixture(scope="session")
+def bundle(model_dir):
+  return codec_io.Codec.load(model_dir / codec_io.BUNDLE_FILE)
+
+
+def _np_likelihood(prior, v):
+  """p(v) in float64 from the logistic mixture's closed form."""
+  p = {k: np.asarray(a, np.float64) for k, a in prior.items()}
+  w = special.softmax(p["logits"], axis=-1)
+  s = np.log1p(np.exp(p["raw_scales"])) + codec.MIN_SCALE
+  z = v[..., None] - p["means"]
+  # Above the mean, 1 - expit(t) = expit(-t) keeps the right tail exact.
+  right = special.expit(-(z - 0.5) / s) - special.expit(-(z + 0.5) / s)
+  left = special.expit((z + 0.5) / s) - special.expit((z - 0.5) / s)
+  return np.sum(w * np.where(z > 0, right, left), axis=-1)
+
+
+def test_likelihood_against_float64_and_sums_to_one():
+  rng = np.random.default_rng(0)
+  prior = {"logits": rng.normal(size=(4, 3)).astype(np.float32),
+           "means": rng.normal(0, 3, size=(4, 3)).astype(np.float32),
+           "raw_scales": rng.normal(0, 1, size=(4, 3)).astype(np.float32)}
+  v = rng.normal(0, 4, size=(50, 4)).astype(np.float32)
+  got = np.asarray(codec.likelihood({k: jnp.asarray(a) for k, a in prior.items()}, jnp.asarray(v)))
+  np.testing.assert_allclose(got, _np_likelihood(prior, v.astype(np.float64)), rtol=2e-5, atol=1e-7)
+  # Far in a tail the stable form keeps relative precision.
+  far = np.full((1, 4), 40.0, np.float32)
+  got_far = np.asarray(codec.likelihood(prior, jnp.asarray(far)))
+  np.testing.assert_allclose(got_far, _np_likelihood(prior, far.astype(np.float64)), rtol=1e-3)
+  ints = np.arange(-200, 201, dtype=np.float64)[:, None].repeat(4, 1)
+  np.testing.assert_allclose(_np_likelihood(prior, ints).sum(0), 1.0, atol=1e-9)
+  np.testing.assert_allclose(np.asarray(codec.rate_bits(prior, jnp.asarray(v))),
+                             -np.log2(_np_likelihood(prior, v.astype(np.float64))).sum(1),
+                             rtol=1e-4)
+
+
+def test_train_step_loss_against_numpy(digits):
+  """The step's rate and distortion, recomputed in float64 from the same noise."""
+  x = digits[0].flat()[:32]
+  cfg = codec.CodecConfig(lam=0.05, **SMALL)
+  state = codec.init_state(jax.random.PRNGKey(3), cfg, x[:1], (8, 8, 1))
+  key = jax.random.PRNGKey(4)
+  new, metrics = jax.jit(codec.train_step)(state, x, key)
+  assert int(new.step) == 1
+  y = np.asarray(state.model.apply({"params": state.params["net"]}, x, method="encode"), np.float64)
+  u = np.asarray(jax.random.uniform(jax.random.fold_in(key, 0), y.shape, jnp.float32, -0.5, 0.5))
+  logits = state.model.apply({"params": state.params["net"]}, jnp.asarray(y + u, jnp.float32),
+                             method="decode")
+  mse = np.mean((special.expit(np.asarray(logits, np.float64)) - x) ** 2, axis=1)
+  p = np.maximum(_np_likelihood(jax.device_get(state.params["prior"]), y + u),
+                 codec.LIKELIHOOD_FLOOR)
+  bpp = -np.log2(p).sum(1) / 64
+  np.testing.assert_allclose(metrics["mse"], mse.mean(), rtol=1e-4)
+  np.testing.assert_allclose(metrics["bpp"], bpp.mean(), rtol=1e-4)
+  np.testing.assert_allclose(metrics["loss"], mse.mean() + 0.05 * bpp.mean(), rtol=1e-4)
+
+
+def test_quantise_pmf_is_exact_and_deterministic():
+  rng = np.random.default_rng(1)
+  pmf = rng.dirichlet(np.full(37, 0.3))
+  freq = codec.quantise_pmf(pmf)
+  assert freq.dtype == np.uint32 and freq.sum() == 2**codec.FREQ_BITS and freq.min() >= 1
+  np.testing.assert_array_equal(freq, codec.quantise_pmf(pmf.copy()))
+  # Each frequency is within one count of its share of the free mass.
+  big = int(np.argmax(pmf))
+  others = np.delete(np.arange(37), big)
+  ideal = 1 + pmf * (2**codec.FREQ_BITS - 37)
+  assert np.all(np.abs(freq[others] - ideal[others]) < 1)
+
+
+def test_tables_follow_the_prior(sweep):
+  prior = jax.device_get(sweep[0.01].params["prior"])
+  t = codec.build_tables(prior)
+  d = prior["means"].shape[0]
+  assert t.lo.shape == t.width.shape == (d,) and t.freq.shape == (d, t.width.max())
+  for j in range(d):
+    w = int(t.width[j])
+    assert t.freq[j, :w].sum() == 2**codec.FREQ_BITS and t.freq[j, :w].min() >= 1
+    assert np.all(t.freq[j, w:] == 0)
+    # The support holds all but a sliver of the prior's mass.
+    inside = _np_likelihood({k: v[j:j + 1] for k, v in prior.items()},
+                            np.arange(t.lo[j], t.hi[j] + 1, dtype=np.float64)[:, None])[:, 0]
+    assert inside.sum() > 1 - 1e-6
+    # Table code lengths match -log2 p where p is not tiny (frequencies are
+    # within about one count of p * 2**16).
+    ok = inside > 1e-2
+    table_bits = codec.FREQ_BITS - np.log2(t.freq[j, :w].astype(np.float64))
+    np.testing.assert_allclose(table_bits[ok], -np.log2(inside[ok]), atol=0.01)
+  # A very wide prior is cut to MAX_SUPPORT symbols around its bulk.
+  wide = {k: v[:1].copy() for k, v in prior.items()}
+  wide["raw_scales"][:] = 2000.0
+  tw = codec.build_tables(wide)
+  assert tw.width[0] == codec.MAX_SUPPORT and tw.freq[0].sum() == 2**codec.FREQ_BITS
+  assert tw.lo[0] <= wide["means"][0].min() and tw.hi[0] >= wide["means"][0].max()
+  # Computed twice, the same integers.
+  t2 = codec.build_tables(prior)
+  for a, b in zip(t, t2):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_quantise_rounds_and_clamps(bundle):
+  t = bundle.tables
+  y = np.stack([t.lo - 100.7, t.hi + 55.2, t.lo + 0.49, t.hi - 0.51]).astype(np.float32)
+  q = codec.quantise(y, t)
+  np.testing.assert_array_equal(q, np.stack([t.lo, t.hi, t.lo, t.hi - 1]))
+  with pytest.raises(ValueError, match="y: expected latents of shape"):
+    codec.quantise(y[:, :3], t)
+
+
+def test_entropy_coding_round_trip_covers_the_support(bundle):
+  t = bundle.tables
+  rng = np.random.default_rng(2)
+  q = rng.integers(t.lo, t.hi + 1, size=(300, t.lo.shape[0])).astype(np.int32)
+  q[0], q[1] = t.lo, t.hi              # the clamped extremes
+  payload = codec_io.entropy_encode(q, t)
+  np.testing.assert_array_equal(codec_io.entropy_decode(payload, 300, t), q)
+  with pytest.raises(ValueError, match="outside the tables' support"):
+    codec_io.entropy_encode(q + (t.width + 5), t)
+
+
+def test_round_trip_exact_and_size_near_the_ideal(bundle, digits):
+  x = digits[1].x
+  q = bundle.quantise(x)
+  blob = codec_io.compress(bundle, x)
+  header, q_back = codec_io.decode_latents(bundle, blob)
+  np.testing.assert_array_equal(q_back, q)
+  assert q_back.dtype == np.int32
+  assert (header.n, header.shape, header.kind) == (x.shape[0], (8, 8, 1), codec_io.KIND_STACK)
+  ideal = bundle.tables.bits(q).sum()
+  payload_bits = 8 * (len(blob) - codec_io.HEADER.size)
+  assert ideal - 32 <= payload_bits <= ideal + 0.01 * ideal + 96
+  # The decoded images are the decoder's output on exactly those integers.
+  _, images = codec_io.decompress(bundle, blob)
+  state_recon = bundle.reconstruct(q)
+  np.testing.assert_array_equal(images, state_recon)
+
+
+def test_another_process_decodes_the_same_integers(model_dir, bundle, digits, tmp_path):
+  """Compress with the CLI (process A), decode latents in process B, compare
+  with this process's quantised latents bit for bit."""
+  x = digits[1].x[:50]
+  src = tmp_path / "in.npy"
+  np.save(src, (x[..., 0] * 255).round().astype(np.uint8))
+  out = run_cli(["compress", "--model", str(model_dir), str(src), "c.ujx"], tmp_path)
+  assert out.returncode == 0, out.stderr
+  code = ("import sys, numpy as np; from unsupjax import codec_io as io; "
+          "c = io.Codec.load(sys.argv[1]); "
+          "h, q = io.decode_latents(c, open(sys.argv[2], 'rb').read()); np.save(sys.argv[3], q)")
+  dec = subprocess.run([sys.executable, "-c", code, str(model_dir / codec_io.BUNDLE_FILE),
+                        str(tmp_path / "c.ujx"), str(tmp_path / "q.npy")],
+                       env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+  assert dec.returncode == 0, dec.stderr
+  x_u8 = np.load(src).astype(np.float32)[..., None] / np.float32(255.0)
+  np.testing.assert_array_equal(np.load(tmp_path / "q.npy"), bundle.quantise(x_u8))
+  blob_here = codec_io.compress(bundle, x_u8)
+  assert (tmp_path / "c.ujx").read_bytes() == blob_here
+
+
+def test_cli_png_round_trip_and_stack_to_npy(model_dir, bundle, digits, tmp_path, capsys):
+  from PIL import Image
+  img = (digits[1].x[3, ..., 0] * 255).round().astype(np.uint8)
+  Image.fromarray(img).save(tmp_path / "d.png")
+  wd = str(model_dir)
+
+  def run(cmd, src, dst):
+    return cli.main([cmd, "--model", wd, str(tmp_path / src), str(tmp_path / dst)])
+
+  assert run("compress", "d.png", "d.ujx") == 0
+  blob = (tmp_path / "d.ujx").read_bytes()
+  assert codec_io.parse(blob).kind == codec_io.KIND_IMAGE
+  assert run("decompress", "d.ujx", "o.png") == 0
+  got = np.asarray(Image.open(tmp_path / "o.png"))
+  x = img.astype(np.float32)[None, ..., None] / np.float32(255.0)
+  want = codec_io.to_uint8(bundle.reconstruct(bundle.quantise(x))[0, ..., 0])
+  np.testing.assert_array_equal(got, want)
+  # A stack goes to .npy, not to .png.
+  np.save(tmp_path / "s.npy", digits[1].x[:5])
+  assert run("compress", "s.npy", "s.ujx") == 0
+  assert run("decompress", "s.ujx", "s.png") == 2
+  assert "decodes to .npy" in capsys.readouterr().err
+  assert not (tmp_path / "s.png").exists()
+  assert run("decompress", "s.ujx", "s.npy") == 0
+  stack = np.load(tmp_path / "s.npy")
+  assert stack.shape == (5, 8, 8, 1) and stack.dtype == np.float32
+
+
+def _reseal(blob: bytes, **fields) -> bytes:
+  """blob with header fields replaced and a valid CRC (so a later check fires)."""
+  import struct
+  import zlib
+  vals = list(codec_io.HEADER.unpack_from(blob))
+  names = ["magic", "version", "kind", "model_id", "n", "h", "w", "c", "size", "crc"]
+  for k, v in fields.items():
+    vals[names.index(k)] = v
+  head = codec_io.HEADER.pack(*vals)[:28]
+  payload = blob[codec_io.HEADER.size:]
+  return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+@pytest.fixture(scope="session")
+def stack_blob(bundle, digits):
+  return codec_io.compress(bundle, digits[1].x[:20])
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda b: b"GIF89a" + b[6:], "not an unsupjax codec file"),
+    (lambda b: b"", "not an unsupjax codec file"),
+    (lambda b: b[:20], "truncated: 20 bytes, shorter than the 32-byte header"),
+    (lambda b: _reseal(b, version=2), "format version 2 is not supported"),
+    (lambda b: _reseal(b, model_id=b"\x01" * 8), "compressed by model 0101010101010101"),
+    (lambda b: b[:-3], "truncated: the header announces"),
+    (lambda b: b + b"\x00", "unexpected bytes after"),
+    (lambda b: b[:40] + bytes([b[40] ^ 0x10]) + b[41:], "corrupt: CRC-32 mismatch"),
+    (lambda b: b[:14] + b"\x15" + b[15:], "corrupt: CRC-32 mismatch"),     # n changed
+    (lambda b: _reseal(b, h=9), "holds (9, 8, 1) images"),
+    (lambda b: _reseal(b, kind=7), "corrupt header"),
+])
+def test_bad_containers_are_refused(bundle, stack_blob, mutate, message):
+  with pytest.raises(codec_io.CodecFormatError, match="input: .*" + _re(message)):
+    codec_io.decode_latents(bundle, mutate(stack_blob))
+
+
+def _re(s):
+  import re
+  return re.escape(s)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda b: b[:-4], "IN: truncated"),
+    (lambda b: b[:33] + bytes([b[33] ^ 1]) + b[34:], "IN: corrupt"),
+    (lambda b: b"\x89PNG" + b[4:], "IN: not an unsupjax codec file"),
+    (lambda b: _reseal(b, version=9), "IN: format version 9"),
+    (lambda b: _reseal(b, model_id=b"\xab" * 8), "IN: compressed by model abababababababab"),
+])
+def test_cli_bad_input_leaves_no_output(model_dir, stack_blob, tmp_path, capsys, mutate, message):
+  src, out = tmp_path / "bad.ujx", tmp_path / "out.npy"
+  src.write_bytes(mutate(stack_blob))
+  assert cli.main(["decompress", "--model", str(model_dir), str(src), str(out)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert message in err and len(err.splitlines()) == 1
+  assert list(tmp_path.iterdir()) == [src]
+
+
+def test_cli_truncated_file_in_a_subprocess(model_dir, stack_blob, tmp_path):
+  (tmp_path / "t.ujx").write_bytes(stack_blob[:-5])
+  out = run_cli(["decompress", "--model", str(model_dir), "t.ujx", "o.npy"], tmp_path)
+  assert out.returncode == 2
+  assert "IN: truncated" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+  assert not (tmp_path / "o.npy").exists()
+
+
+def test_foreign_model_and_bad_bundle(sweep, bundle, stack_blob, tmp_path, capsys):
+  other = codec_io.Codec.from_state(sweep[0.1])
+  assert other.model_id != bundle.model_id
+  with pytest.raises(codec_io.CodecFormatError, match="compressed by model"):
+    codec_io.decode_latents(other, stack_blob)
+  # A bundle whose arrays were altered no longer matches its recorded id.
+  path = tmp_path / codec_io.BUNDLE_FILE
+  bundle.save(path)
+  with np.load(path) as z:
+    arrays = {k: z[k] for k in z.files}
+  arrays["freq"] = arrays["freq"].copy()
+  arrays["freq"][0, 0] += 1
+  np.savez(path, **arrays)
+  with pytest.raises(codec_io.CodecFormatError, match="do not match its model id"):
+    codec_io.Codec.load(path)
+  path.write_bytes(path.read_bytes()[:100])
+  with pytest.raises(codec_io.CodecFormatError, match="not a codec bundle"):
+    codec_io.Codec.load(path)
+  assert cli.main(["compress", "--model", str(tmp_path / "nowhere"), "a.png", "b"]) == 2
+  err = capsys.readouterr().err
+  assert "--model: expected a directory written by `unsupjax train codec`" in err
+
+
+def test_bad_images_are_refused_before_writing(model_dir, tmp_path, capsys):
+  from PIL import Image
+  Image.fromarray(np.zeros((9, 8), np.uint8)).save(tmp_path / "big.png")
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "rgb.png")
+  np.save(tmp_path / "neg.npy", -np.ones((2, 8, 8), np.float32))
+  (tmp_path / "junk.png").write_bytes(b"not a png")
+  for name, message in [("big.png", "expected a 8x8 image"), ("rgb.png", "got mode RGB"),
+                        ("neg.npy", "values in [0, 1]"), ("junk.png", "not a readable image"),
+                        ("missing.png", "no such file")]:
+    assert cli.main(["compress", "--model", str(model_dir), str(tmp_path / name),
+                     str(tmp_path / "o.ujx")]) == 2
+    assert f"IN: " in (err := capsys.readouterr().err) and message in err, err
+    assert not (tmp_path / "o.ujx").exists()
+
+
+def test_rate_falls_and_distortion_rises_as_lambda_grows(sweep, digits):
+  """Prior rate, real coded bytes and PSNR on digits' test split, per lambda."""
+  x = digits[1].x
+  rows = []
+  for lam in sorted(sweep):
+    ev = train.evaluate(sweep[lam], codec.eval_step, digits[1].flat())
+    c = codec_io.Codec.from_state(sweep[lam])
+    rows.append((lam, ev["bpp"], len(codec_io.compress(c, x)), ev["psnr"]))
+  bpp, size, psnr = (np.array([r[i] for r in rows]) for i in (1, 2, 3))
+  assert np.all(np.diff(bpp) < 0) and np.all(np.diff(size) < 0), rows
+  # Quality falls with the rate (the two smaller lambdas are within a few
+  # hundredths of a dB on this small model, so allow 0.1 dB between neighbours).
+  assert np.all(np.diff(psnr) < 0.1) and psnr[0] > psnr[-1] + 1.0, rows
+  assert bpp[0] > 1.5 * bpp[-1], rows
+  # The codec learns something: better than coding the mean image.
+  mean_psnr = 10 * np.log10(1 / np.mean((x - digits[0].x.mean(0)) ** 2))
+  assert psnr[-1] > mean_psnr + 2, (rows, mean_psnr)
+
+
+def test_train_cli_leaves_a_bundle_and_summary(tmp_path, capsys):
+  wd = tmp_path / "run"
+  assert cli.main(["train", "codec", "--epochs", "3", "--hidden", "32", "--latent-dim", "4",
+                   "--lambda", "0.02", "--workdir", str(wd), "--no-progress",
+                   "--no-compile-cache"]) == 0
+  summary = json.loads((wd / "summary.json").read_text())
+  c = codec_io.Codec.load(wd / codec_io.BUNDLE_FILE)
+  assert summary["model_id"] == c.model_id.hex()
+  assert summary["config"]["lambda"] == 0.02
+  for key in ("test_bpp_prior", "test_stream_bpp", "test_file_bytes", "test_psnr"):
+    assert np.isfinite(summary[key])
+  assert summary["test_stream_bytes"] == pytest.approx(summary["test_stream_bpp"] * 360 * 64 / 8)
+  assert (wd / "reconstructions.png").exists()
+  # `unsupjax evaluate` re-opens the run from its files.
+  assert cli.main(["evaluate", str(wd)]) == 0
+  ev = json.loads((wd / "eval.json").read_text())
+  assert ev["model_id"] == summary["model_id"]
+  assert ev["test_bpp"] == pytest.approx(summary["test_bpp_prior"], rel=1e-5)
+  assert ev["test_coded_stream_bytes"] == summary["test_stream_bytes"]
+  assert cli.main(["train", "codec", "--lambda", "-1", "--workdir", str(wd)]) == 2
+  assert "--lambda: expected a positive number, got -1.0" in capsys.readouterr().err
