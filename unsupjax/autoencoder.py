@@ -19,6 +19,7 @@ Does not offer: a training loop (see `train.fit`), the VAE (`vae.py`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from unsupjax import losses, nn
+from unsupjax import losses, nn, parallel
 from unsupjax.metrics import reconstruction
 
 ARCHS = ("dense", "conv")
@@ -125,24 +126,28 @@ def init_state(key: chex.PRNGKey, config: AEConfig,
 
 
 def corrupt(key: chex.PRNGKey, x: jax.Array, kind: str | None,
-            level: float) -> jax.Array:
+            level: float, axis_name: str | None = None) -> jax.Array:
   """Noisy copy of x: f32[b, ...] in [0, 1]. Same key, same noise.
 
   gaussian: clip(x + level * N(0, 1), 0, 1); mask: each value zeroed with
   probability `level`; salt_pepper: each value replaced, with probability
-  `level`, by 0 or 1 with equal chance. kind None returns x.
+  `level`, by 0 or 1 with equal chance. kind None returns x. Inside pmap
+  over `axis_name`, x is this device's rows of the global batch and gets
+  their rows of the global batch's noise (`parallel.batch_draw`).
   """
   if kind is None:
     return x
+  draw = functools.partial(parallel.batch_draw, axis_name=axis_name)
   if kind == "gaussian":
-    return jnp.clip(x + level * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
+    return jnp.clip(x + level * draw(jax.random.normal, key, x.shape, x.dtype), 0.0, 1.0)
   if kind == "mask":
-    keep = jax.random.bernoulli(key, 1.0 - level, x.shape)
+    keep = draw(lambda k, s: jax.random.bernoulli(k, 1.0 - level, s), key, x.shape)
     return jnp.where(keep, x, jnp.zeros_like(x))
   if kind == "salt_pepper":
     k_hit, k_val = jax.random.split(key)
-    hit = jax.random.bernoulli(k_hit, level, x.shape)
-    salt = jax.random.bernoulli(k_val, 0.5, x.shape).astype(x.dtype)
+    hit = draw(lambda k, s: jax.random.bernoulli(k, level, s), k_hit, x.shape)
+    salt = draw(lambda k, s: jax.random.bernoulli(k, 0.5, s), k_val,
+                x.shape).astype(x.dtype)
     return jnp.where(hit, salt, x)
   raise ValueError(f"kind: expected None or one of {tuple(CORRUPTIONS)}, got {kind!r}")
 
@@ -155,22 +160,26 @@ def per_example_loss(config: AEConfig, logits: jax.Array,
   return losses.mse(jax.nn.sigmoid(logits), target)
 
 
-def train_step(state: AEState, batch: jax.Array,
-               key: chex.PRNGKey) -> tuple[AEState, dict[str, jax.Array]]:
+def train_step(state: AEState, batch: jax.Array, key: chex.PRNGKey, *,
+               axis_name: str | None = None
+               ) -> tuple[AEState, dict[str, jax.Array]]:
   """One Adam step on the reconstruction loss.
 
   batch: f32[b, ...] in [0, 1]. key: the run's step key; the step's own noise
   comes from fold_in(key, state.step) (unused without corruption).
+  axis_name: inside pmap, the device axis: gradients and metrics are
+  averaged over it and the noise is the global batch's (`parallel`).
   """
   cfg = state.config
   noisy = corrupt(jax.random.fold_in(key, state.step), batch, cfg.corruption,
-                  cfg.noise_level)
+                  cfg.noise_level, axis_name)
 
   def loss_fn(params):
     logits, _ = state.model.apply({"params": params}, noisy)
     return jnp.mean(per_example_loss(cfg, logits, batch))
 
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  loss, grads = parallel.pmean(jax.value_and_grad(loss_fn)(state.params),
+                               axis_name)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params,

@@ -57,7 +57,7 @@ import numpy as np
 import optax
 
 from unsupjax.averaging import ema_decay_at, ema_update  # noqa: F401 (re-exported)
-from unsupjax import gan_nets
+from unsupjax import gan_nets, parallel
 
 LOSSES = ("minimax", "ns", "hinge", "lsgan", "wgan")
 ARCHS = ("mlp", "dcgan")
@@ -264,15 +264,19 @@ def _input_grad(d_fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Arr
 
 
 def gradient_penalty(d_fn: Callable[[jax.Array], jax.Array], real: jax.Array,
-                     fake: jax.Array, key: jax.Array) -> jax.Array:
+                     fake: jax.Array, key: jax.Array,
+                     axis_name: str | None = None) -> jax.Array:
   """WGAN-GP penalty per example (Gulrajani et al. 2017): f32[b].
 
   x_hat = eps * real + (1 - eps) * fake with eps ~ U[0, 1] drawn per example
   from `key`; the penalty is (||grad_x D(x_hat)||_2 - 1)^2. `d_fn` maps
   f32[b, ...] -> f32[b]. Multiply by the weight (10 in the paper) yourself.
+  Inside pmap over `axis_name`, eps is this device's rows of the global
+  batch's draw (`parallel.batch_draw`).
   """
-  eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1),
-                           real.dtype)
+  eps = parallel.batch_draw(jax.random.uniform, key,
+                            (real.shape[0],) + (1,) * (real.ndim - 1),
+                            real.dtype, axis_name=axis_name)
   x_hat = eps * real + (1.0 - eps) * fake
   norm = jnp.sqrt(_per_example_sq_norm(_input_grad(d_fn, x_hat)) + 1e-12)
   return jnp.square(norm - 1.0)
@@ -445,8 +449,10 @@ def _generate(state: GANState, params: Any, z: jax.Array) -> jax.Array:
   return state.generator.apply({"params": params}, z)
 
 
-def _latents(config: GANConfig, key: jax.Array, n: int) -> jax.Array:
-  return jax.random.normal(key, (n, config.latent_dim), jnp.float32)
+def _latents(config: GANConfig, key: jax.Array, n: int,
+             axis_name: str | None = None) -> jax.Array:
+  return parallel.batch_draw(jax.random.normal, key, (n, config.latent_dim),
+                             jnp.float32, axis_name=axis_name)
 
 
 def _check_batch(config: GANConfig, batch: jax.Array) -> None:
@@ -458,8 +464,9 @@ def _check_batch(config: GANConfig, batch: jax.Array) -> None:
                      f"multiple of pac={config.pac}")
 
 
-def d_step(state: GANState, batch: jax.Array,
-           key: jax.Array) -> tuple[GANState, dict[str, jax.Array]]:
+def d_step(state: GANState, batch: jax.Array, key: jax.Array,
+           axis_name: str | None = None
+           ) -> tuple[GANState, dict[str, jax.Array]]:
   """`config.n_critic` discriminator updates (a `lax.scan`); G untouched.
 
   batch: f32[b, *data_shape] real data, reused by every critic update; each
@@ -467,7 +474,8 @@ def d_step(state: GANState, batch: jax.Array,
   own split of `key`. The loss is differentiated with respect to D's
   parameters only: the fakes come from the current G and are held fixed.
   Returns the state with new d_params / d_opt / d_stats, and the metrics of
-  the last update.
+  the last update. axis_name: inside pmap, the device axis (gradients and
+  metrics averaged over it, noise drawn as for the global batch).
   """
   cfg = state.config
   _check_batch(cfg, batch)
@@ -479,7 +487,7 @@ def d_step(state: GANState, batch: jax.Array,
   def one_update(carry, k):
     d_params, d_stats, d_opt = carry
     k_z, k_gp = jax.random.split(k)
-    fake = _generate(state, state.g_params, _latents(cfg, k_z, b))
+    fake = _generate(state, state.g_params, _latents(cfg, k_z, b, axis_name))
     fake_packed = gan_nets.pack(jax.lax.stop_gradient(fake), cfg.pac)
 
     def loss_fn(params):
@@ -491,7 +499,7 @@ def d_step(state: GANState, batch: jax.Array,
       aux = {}
       d_fn = lambda x: _d_apply(state, params, stats, x, False)[0]
       if cfg.gp_weight > 0:
-        gp = gradient_penalty(d_fn, real_packed, fake_packed, k_gp)
+        gp = gradient_penalty(d_fn, real_packed, fake_packed, k_gp, axis_name)
         per_example = per_example + cfg.gp_weight * gp
         aux["gp"] = gp.mean()
       if cfg.r1_weight > 0:
@@ -506,6 +514,7 @@ def d_step(state: GANState, batch: jax.Array,
 
     (loss, (stats, aux)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(d_params)
+    loss, aux, grads = parallel.pmean((loss, aux, grads), axis_name)
     updates, d_opt = state.d_tx.update(grads, d_opt, d_params)
     d_params = optax.apply_updates(d_params, updates)
     aux = dict(aux, d_loss=loss, d_grad_norm=optax.global_norm(grads))
@@ -518,18 +527,20 @@ def d_step(state: GANState, batch: jax.Array,
   return state.replace(d_params=d_params, d_stats=d_stats, d_opt=d_opt), metrics
 
 
-def g_step(state: GANState, key: jax.Array,
-           batch_size: int) -> tuple[GANState, dict[str, jax.Array]]:
+def g_step(state: GANState, key: jax.Array, batch_size: int,
+           axis_name: str | None = None
+           ) -> tuple[GANState, dict[str, jax.Array]]:
   """One generator update on `batch_size` latents from `key`, then the EMA.
 
   The loss is differentiated with respect to G's parameters only; D's
   parameters and spectral-norm state are constants. Increments `step`.
+  Inside pmap over `axis_name`, batch_size is this device's share.
   """
   cfg = state.config
   if batch_size % cfg.pac:
     raise ValueError(f"batch_size: {batch_size} is not a multiple of "
                      f"pac={cfg.pac}")
-  z = _latents(cfg, key, batch_size)
+  z = _latents(cfg, key, batch_size, axis_name)
 
   def loss_fn(g_params):
     fake_packed = gan_nets.pack(_generate(state, g_params, z), cfg.pac)
@@ -537,7 +548,8 @@ def g_step(state: GANState, key: jax.Array,
                          False)
     return g_loss(cfg.loss, logits).mean()
 
-  loss, grads = jax.value_and_grad(loss_fn)(state.g_params)
+  loss, grads = parallel.pmean(jax.value_and_grad(loss_fn)(state.g_params),
+                               axis_name)
   updates, g_opt = state.g_tx.update(grads, state.g_opt, state.g_params)
   g_params = optax.apply_updates(state.g_params, updates)
   ema_params = ema_update(state.ema_params, g_params, cfg.ema_decay, state.step)
@@ -546,8 +558,9 @@ def g_step(state: GANState, key: jax.Array,
   return new_state, {"g_loss": loss, "g_grad_norm": optax.global_norm(grads)}
 
 
-def train_step(state: GANState, batch: jax.Array,
-               key: jax.Array) -> tuple[GANState, dict[str, jax.Array]]:
+def train_step(state: GANState, batch: jax.Array, key: jax.Array, *,
+               axis_name: str | None = None
+               ) -> tuple[GANState, dict[str, jax.Array]]:
   """`d_step` (n_critic D updates), then `g_step` (one G update and the EMA).
 
   batch: f32[b, *data_shape] real data, b a multiple of `config.pac`.
@@ -556,12 +569,15 @@ def train_step(state: GANState, batch: jax.Array,
   draws exactly what an uninterrupted one draws. Pure: jit it yourself.
   Returns (new state, metrics): scalar f32 d_loss, d_real_logit,
   d_fake_logit, d_real_acc, d_fake_acc, d_grad_norm (last D update), gp /
-  r1 when on, g_loss, g_grad_norm.
+  r1 when on, g_loss, g_grad_norm. axis_name: inside pmap, the device
+  axis: gradients and metrics are averaged over it and every draw is this
+  device's rows of the global batch's (`parallel`); the minibatch-std
+  feature, when on, then sees only this device's rows.
   """
   _check_batch(state.config, batch)
   k_d, k_g = jax.random.split(jax.random.fold_in(key, state.step))
-  state, d_metrics = d_step(state, batch, k_d)
-  state, g_metrics = g_step(state, k_g, batch.shape[0])
+  state, d_metrics = d_step(state, batch, k_d, axis_name)
+  state, g_metrics = g_step(state, k_g, batch.shape[0], axis_name)
   return state, dict(d_metrics, **g_metrics)
 
 

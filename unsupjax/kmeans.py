@@ -61,7 +61,8 @@ __all__ = [
     "KMeans", "KMeansResult", "MiniBatchState", "clustering_loss",
     "default_block_size", "epoch_batches", "fit", "fit_sharded", "inertia",
     "kmeans_parallel", "kmeans_plusplus", "minibatch_fit", "minibatch_fit_arrays",
-    "minibatch_init", "minibatch_step", "predict", "predict_with_inertia",
+    "minibatch_init", "minibatch_step", "minibatch_train_step", "predict",
+    "predict_with_inertia",
     "random_init", "student_t_assignment", "transform",
 ]
 
@@ -839,13 +840,17 @@ def minibatch_init(key: Array, batch: Array, k: int, *,
 
 def minibatch_step(state: MiniBatchState, batch: Array,
                    sample_weight: Array | None = None, *,
-                   metric: str = "euclidean") -> tuple[MiniBatchState, Array]:
+                   metric: str = "euclidean",
+                   axis_name: str | None = None
+                   ) -> tuple[MiniBatchState, Array]:
   """One Sculley update: each centre moves to the running mean of the rows
   assigned to it so far (learning rate = batch weight / total weight).
 
   batch: f32[b, d]; sample_weight: f32[b] (zeros mark padding rows).
   Returns the new state and the batch inertia f32[] under the old centres.
-  Pure; jit it (metric static).
+  Pure; jit it (metric static). axis_name: inside pmap/shard_map, the
+  device axis the batch's rows are split over (sums, weights and inertia
+  are `psum`-ed over it, so every device takes the global-batch update).
   """
   x = batch.astype(jnp.float32)
   k = state.centroids.shape[0]
@@ -862,6 +867,8 @@ def minibatch_step(state: MiniBatchState, batch: Array,
     batch_inertia = 0.5 * batch_inertia
   sums = jax.ops.segment_sum(x * w[:, None], labels, k)
   bw = jax.ops.segment_sum(w, labels, k)
+  if axis_name is not None:
+    sums, bw, batch_inertia = lax.psum((sums, bw, batch_inertia), axis_name)
   counts = state.counts + bw
   new = jnp.where((bw > 0)[:, None],
                   (c * state.counts[:, None] + sums)
@@ -872,6 +879,21 @@ def minibatch_step(state: MiniBatchState, batch: Array,
 
 
 _minibatch_step_jit = jax.jit(minibatch_step, static_argnames=("metric",))
+
+
+def minibatch_train_step(state: MiniBatchState, batch: Array,
+                         key: Array | None = None, *,
+                         metric: str = "euclidean",
+                         axis_name: str | None = None
+                         ) -> tuple[MiniBatchState, dict[str, Array]]:
+  """`minibatch_step` in the `train_step(state, batch, key)` form that
+  `train.fit` and `parallel` run (key unused: the update is deterministic).
+  Metrics: `loss`, the batch inertia per row under the old centres."""
+  del key
+  new, batch_inertia = minibatch_step(state, batch, metric=metric,
+                                      axis_name=axis_name)
+  rows = batch.shape[0] * (1 if axis_name is None else lax.axis_size(axis_name))
+  return new, {"loss": batch_inertia / rows}
 
 
 def minibatch_fit(key: Array, batches: Iterable[Array], k: int, *,

@@ -14,8 +14,12 @@ resumes exactly (an interrupted and resumed run ends with bit-identical
 parameters); and stops on a NaN/Inf loss keeping the last good checkpoint.
 `enable_compilation_cache` turns on JAX's persistent compilation cache.
 
-Does not offer: model-specific logic (no model is imported here), or
-multi-device execution (applied by wrapping `train_step`).
+Multi-device and multi-process runs (`parallel='pmap'` or `'sharded'`) use
+the wrappers of `unsupjax.parallel`: the same batches, the same per-example
+randomness and the same gradients as the one-device run; only the first
+process writes `metrics.jsonl`, and orbax writes each checkpoint once.
+
+Does not offer: model-specific logic (no model is imported here).
 
 Randomness: `key` is split into a data key (epoch orders via
 `data.epoch_permutation(data_key, epoch, n)`) and a step key passed
@@ -169,9 +173,36 @@ def make_eval_fn(eval_step: EvalStep) -> Callable:
 
 def evaluate(state, eval_step: EvalStep, x: np.ndarray,
              batch_size: int = DEFAULT_EVAL_BATCH) -> dict[str, float]:
-  """Dataset means of `eval_step`'s per-example values over all of x."""
+  """Dataset means of `eval_step`'s per-example values over all of x.
+
+  Reuses the program `fit` compiled for the same eval_step and shapes (a
+  run's final evaluation does not compile again).
+  """
   xb, mask = _pad_batches(x, min(batch_size, num_examples(x)))
-  return _to_python(jax.jit(make_eval_fn(eval_step))(state, xb, mask))
+  xb, mask = jax.device_put(xb), jax.device_put(mask)
+  return _to_python(compiled_eval_fn(eval_step, state, xb, mask)(state, xb, mask))
+
+
+_EVAL_PROGRAMS: dict = {}
+_EVAL_PROGRAMS_MAX = 16
+
+
+def compiled_eval_fn(eval_step: EvalStep, state, xb, mask) -> Callable:
+  """The compiled `make_eval_fn(eval_step)` for these arguments' structure,
+  shapes, dtypes and placements, compiled on first use and kept (a few)."""
+  args = (state, xb, mask)
+  key = (eval_step, jax.tree.structure(args),
+         tuple((np.shape(a), getattr(a, "dtype", None), getattr(a, "sharding", None))
+               for a in jax.tree.leaves(args)))
+  try:
+    hash(key)
+  except TypeError:  # unhashable static fields: compile without keeping it
+    return jax.jit(make_eval_fn(eval_step)).lower(*args).compile()
+  if key not in _EVAL_PROGRAMS:
+    if len(_EVAL_PROGRAMS) >= _EVAL_PROGRAMS_MAX:
+      _EVAL_PROGRAMS.pop(next(iter(_EVAL_PROGRAMS)))
+    _EVAL_PROGRAMS[key] = jax.jit(make_eval_fn(eval_step)).lower(*args).compile()
+  return _EVAL_PROGRAMS[key]
 
 
 MODES = ("scan", "loop", "stream")
@@ -313,7 +344,8 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
         progress: bool = True, desc: str = "train",
         epoch_callback: Callable[[int, Any], Mapping[str, Any]] | None = None,
         mode: str | None = None,
-        log: Callable[[str], None] | None = None) -> FitResult:
+        log: Callable[[str], None] | None = None,
+        parallel: str | None = None, model_axis: int = 1) -> FitResult:
   """Trains `state` for `epochs` epochs over `train_x`.
 
   Args:
@@ -326,10 +358,13 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
       loop trains unsupervised models), or a pytree of host arrays sharing
       the leading n (e.g. `{"x": images, "index": arange(n)}` for a step
       that looks up per-example state); batches keep the pytree's structure.
+      In a multi-process run: this process's shard (equal sizes everywhere).
     eval_x: f32[m, ...] held-out examples (or a pytree, as train_x), or None.
+      In a multi-process run every process passes the same eval_x.
     key: the run's PRNG key (see the module docstring).
     epochs: total epochs of the run (a resumed run continues up to it).
-    batch_size: examples per step; n // batch_size steps per epoch.
+    batch_size: examples per step (the global batch over every device and
+      process); n // (batch_size / processes) steps per epoch.
     workdir: where `metrics.jsonl` and `checkpoints/` go; None: nowhere.
     checkpoint_every: save every this many epochs (and after the last).
     resume: continue from the latest checkpoint in `workdir`.
@@ -342,31 +377,78 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
       'loop' for a step with convolutions on CPU (XLA:CPU runs convolutions
       inside loop bodies an order of magnitude slower, jax-ml/jax#12868),
       else 'scan'. All three see the same batches in the same order.
+      pmap runs 'loop' or 'stream'; several processes run 'stream'.
     log: a function that prints a line (default: tqdm.write on stderr).
+    parallel: None, 'none', 'pmap' or 'sharded' (see `unsupjax.parallel`);
+      None is 'sharded' when more than one device is visible. batch_size
+      must then be a multiple of the device count. Every mode sees the same
+      global batches and, for the library's steps, the same randomness, so
+      it ends with the one-device parameters up to float rounding.
+    model_axis: with 'sharded', devices along the mesh's 'model' axis: large
+      weight matrices (and their optimizer moments) are split over them.
 
   Returns:
     FitResult. Raises TrainingDiverged on a non-finite loss.
   """
   from tqdm.auto import tqdm
 
+  from unsupjax import parallel as par_lib
+
   t_start = time.perf_counter()
+  par = par_lib.resolve(parallel)
+  nproc = jax.process_count()
+  lead = jax.process_index() == 0
   n = num_examples(train_x)
-  if batch_size < 1 or batch_size > n:
-    raise ValueError(f"batch_size: expected 1..{n} (training examples), got {batch_size}")
+  if nproc > 1 and par == "none":
+    raise ValueError(f"parallel: a run over {nproc} processes needs 'pmap' or "
+                     "'sharded', got 'none'")
+  if par == "none":
+    local_batch = batch_size
+  else:
+    if batch_size < 1:
+      raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    n_split = jax.device_count() // (model_axis if par == "sharded" else 1)
+    if par == "pmap" and model_axis != 1:
+      raise ValueError(f"model_axis: only 'sharded' splits parameters, got {model_axis} with 'pmap'")
+    par_lib.check_batch_size(batch_size, n_split)
+    local_batch = batch_size // nproc
+  if local_batch < 1 or local_batch > n:
+    raise ValueError(f"batch_size: expected 1..{n * nproc} (training examples), got {batch_size}")
   if epochs < 1:
     raise ValueError(f"epochs: expected a positive integer, got {epochs}")
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every: expected >= 1, got {checkpoint_every}")
   if resume and workdir is None:
     raise ValueError("resume: needs a workdir to resume from")
+  if mode is not None and mode not in MODES:
+    raise ValueError(f"mode: expected one of {MODES} or None, got {mode!r}")
+  if par == "pmap" and mode == "scan":
+    raise ValueError("mode: 'scan' is not available with parallel='pmap'; use "
+                     "'loop' or 'stream' (or parallel='sharded')")
+  if nproc > 1 and mode not in (None, "stream"):
+    raise ValueError(f"mode: a run over {nproc} processes streams each process's "
+                     f"own data ('stream'), got {mode!r}")
   log = log or (lambda s: tqdm.write(s, file=sys.stderr))
+  if not lead:
+    log, progress = (lambda s: None), False
+
+  # The state's placement: one device ('none'), or a mesh ('sharded'; also
+  # where 'pmap' checkpoints live, so that orbax writes replicated arrays
+  # once across processes).
+  mesh = st_sh = rep = None
+  if par != "none":
+    mesh = par_lib.make_mesh(model_axis if par == "sharded" else 1)
+    st_sh = par_lib.state_sharding(state, mesh)
+    rep = par_lib.replicated(mesh)
+    state = par_lib.put_state(state, st_sh)
 
   workdir = pathlib.Path(workdir) if workdir is not None else None
   ckpt = None
   start_epoch = 0
   history: list[dict] = []
   if workdir is not None:
-    workdir.mkdir(parents=True, exist_ok=True)
+    if lead:
+      workdir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(workdir / CHECKPOINT_DIR, max_to_keep=max_to_keep)
     latest = ckpt.latest_epoch()
     if resume and latest is not None:
@@ -374,87 +456,69 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
       start_epoch = int(meta["epoch"])
       log(f"resumed from epoch {start_epoch} in {workdir}")
     # Keep only the records the restored state had seen.
-    kept = _read_history(workdir / METRICS_FILE, start_epoch)
-    with open(workdir / METRICS_FILE, "w") as f:
-      for rec in kept:
-        f.write(json.dumps(rec) + "\n")
+    if lead:
+      kept = _read_history(workdir / METRICS_FILE, start_epoch)
+      with open(workdir / METRICS_FILE, "w") as f:
+        for rec in kept:
+          f.write(json.dumps(rec) + "\n")
 
   data_key, step_key = jax.random.split(key)
-  if mode is not None and mode not in MODES:
-    raise ValueError(f"mode: expected one of {MODES} or None, got {mode!r}")
-  if mode is None and not _fits_on_device(_nbytes(train_x)):
+  if mode is None and (nproc > 1 or not _fits_on_device(_nbytes(train_x))):
     mode = "stream"
+  if mode is None and par == "pmap":
+    mode = "loop"
 
   # Compile once, up front, and time it.
   t0 = time.perf_counter()
-  x_dev = None
-  if mode in (None, "scan"):
-    x_dev = jax.device_put(train_x)
-    epoch_fn = jax.jit(make_epoch_fn(train_step, batch_size), donate_argnums=0)
-    traced = epoch_fn.trace(state, x_dev, data_key, step_key, jnp.int32(0))
-    if mode is None:  # decided from this trace, so the step is traced once
-      mode = _on_device_mode(traced.jaxpr.jaxpr)
-    if mode == "scan":
-      compiled_epoch = traced.lower().compile()
-  if mode != "scan":
-    idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
-    if mode == "loop":
-      x_dev = jax.device_put(train_x) if x_dev is None else x_dev
-      gather_step = jax.jit(
-          lambda st, x, ids, k: train_step(st, take(x, ids), k),
-          donate_argnums=0)
-      compiled_step = gather_step.lower(
-          state, x_dev, jnp.zeros((batch_size,), jnp.int32), step_key).compile()
-    else:
-      compiled_step = jax.jit(train_step, donate_argnums=0).lower(
-          state, jax.tree.map(lambda a: jnp.asarray(a[:batch_size]), train_x),
-          step_key).compile()
+  if par == "none":
+    mode, run_epoch = _compile_single(train_step, state, train_x, data_key,
+                                      step_key, batch_size, mode)
+  elif par == "sharded":
+    mode, run_epoch = _compile_sharded(train_step, state, train_x, data_key,
+                                       step_key, local_batch, mode, mesh,
+                                       st_sh, rep)
+  else:
+    state, run_epoch = _compile_pmap(train_step, state, train_x, data_key,
+                                     step_key, local_batch, mode)
   compiled_eval = None
   if eval_step is not None and eval_x is not None:
     eb, emask = _pad_batches(eval_x, min(eval_batch_size, num_examples(eval_x)))
-    eb, emask = jax.device_put(eb), jax.device_put(emask)
-    compiled_eval = jax.jit(make_eval_fn(eval_step)).lower(state, eb, emask).compile()
+    if par == "sharded":
+      eb, emask = par_lib.put_state((eb, emask), (rep, rep))
+    else:
+      eb, emask = jax.device_put(eb), jax.device_put(emask)
+    eval_state = par_lib.unreplicate(state) if par == "pmap" else state
+    compiled_eval = compiled_eval_fn(eval_step, eval_state, eb, emask)
   compile_seconds = time.perf_counter() - t0
 
-  metrics_path = workdir / METRICS_FILE if workdir is not None else None
+  def for_host(state):
+    """The state as the caller sees it (pmap: one device's copy)."""
+    return par_lib.unreplicate(state) if par == "pmap" else state
+
+  metrics_path = workdir / METRICS_FILE if (workdir is not None and lead) else None
   last_saved = start_epoch if (ckpt is not None and start_epoch > 0) else None
   bar = tqdm(total=epochs, initial=start_epoch, desc=desc, unit="epoch",
              disable=not progress, file=sys.stderr, dynamic_ncols=True)
   try:
     for epoch in range(start_epoch + 1, epochs + 1):
       t_epoch = time.perf_counter()
-      if mode == "scan":
-        state, m = compiled_epoch(state, x_dev, data_key, step_key,
-                                  jnp.int32(epoch))
-        train_metrics = _to_python(m)
-      else:
-        idx = idx_fn(data_key, epoch, n, batch_size)
-        if mode == "stream":
-          idx = np.asarray(idx)
-        sums = None
-        for ids in idx:
-          if mode == "loop":
-            state, m = compiled_step(state, x_dev, ids, step_key)
-          else:
-            state, m = compiled_step(
-                state, jax.device_put(jax.tree.map(lambda a: a[ids], train_x)), step_key)
-          sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-        train_metrics = _to_python(jax.tree.map(lambda s: s / len(idx), sums))
+      state, train_metrics = run_epoch(state, epoch)
       epoch_seconds = time.perf_counter() - t_epoch
+      view = for_host(state)
 
       record: dict[str, Any] = {"epoch": epoch,
-                                "step": int(jax.device_get(state.step))}
+                                "step": int(jax.device_get(view.step))}
       record.update({f"train_{k}": v for k, v in train_metrics.items()})
       if not all(math.isfinite(v) for v in train_metrics.values()):
         raise TrainingDiverged(epoch, last_saved, train_metrics)
       if compiled_eval is not None:
         t_eval = time.perf_counter()
-        test_metrics = _to_python(compiled_eval(state, eb, emask))
+        test_metrics = _to_python(compiled_eval(view, eb, emask))
         record.update({f"test_{k}": v for k, v in test_metrics.items()})
         record["eval_seconds"] = time.perf_counter() - t_eval
       record["epoch_seconds"] = epoch_seconds
       if epoch_callback is not None:
-        record.update(epoch_callback(epoch, state))
+        record.update(epoch_callback(epoch, view))
 
       # The record goes to disk before the checkpoint: a kill between the
       # two re-runs this epoch on resume (its record is dropped), while the
@@ -463,7 +527,8 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
         with open(metrics_path, "a") as f:
           f.write(json.dumps(record) + "\n")
       if ckpt is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
-        ckpt.save(epoch, state, {"epoch": epoch, "step": record["step"]})
+        saved = par_lib.put_state(view, st_sh) if par == "pmap" else state
+        ckpt.save(epoch, saved, {"epoch": epoch, "step": record["step"]})
         last_saved = epoch
       history.append(record)
       bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
@@ -473,5 +538,167 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
     bar.close()
     if ckpt is not None:
       ckpt.close()
-  return FitResult(state, history, compile_seconds,
+  return FitResult(for_host(state), history, compile_seconds,
                    time.perf_counter() - t_start, start_epoch)
+
+
+def _mean_of_steps(sums, count: int) -> dict[str, float]:
+  return _to_python(jax.tree.map(lambda s: s / count, sums))
+
+
+def _compile_single(train_step, state, train_x, data_key, step_key,
+                    batch_size: int, mode: str | None):
+  """(mode, run_epoch(state, epoch) -> (state, metrics)) on one device."""
+  n = num_examples(train_x)
+  x_dev = None
+  if mode in (None, "scan"):
+    x_dev = jax.device_put(train_x)
+    epoch_fn = jax.jit(make_epoch_fn(train_step, batch_size), donate_argnums=0)
+    traced = epoch_fn.trace(state, x_dev, data_key, step_key, jnp.int32(0))
+    if mode is None:  # decided from this trace, so the step is traced once
+      mode = _on_device_mode(traced.jaxpr.jaxpr)
+    if mode == "scan":
+      compiled_epoch = traced.lower().compile()
+
+      def run_epoch(state, epoch):
+        state, m = compiled_epoch(state, x_dev, data_key, step_key, jnp.int32(epoch))
+        return state, _to_python(m)
+      return mode, run_epoch
+  idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
+  if mode == "loop":
+    x_dev = jax.device_put(train_x) if x_dev is None else x_dev
+    gather_step = jax.jit(
+        lambda st, x, ids, k: train_step(st, take(x, ids), k), donate_argnums=0)
+    compiled_step = gather_step.lower(
+        state, x_dev, jnp.zeros((batch_size,), jnp.int32), step_key).compile()
+  else:
+    compiled_step = jax.jit(train_step, donate_argnums=0).lower(
+        state, jax.tree.map(lambda a: jnp.asarray(a[:batch_size]), train_x),
+        step_key).compile()
+
+  def run_epoch(state, epoch):
+    idx = idx_fn(data_key, epoch, n, batch_size)
+    if mode == "stream":
+      idx = np.asarray(idx)
+    sums = None
+    for ids in idx:
+      if mode == "loop":
+        state, m = compiled_step(state, x_dev, ids, step_key)
+      else:
+        state, m = compiled_step(
+            state, jax.device_put(jax.tree.map(lambda a: a[ids], train_x)), step_key)
+      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+    return state, _mean_of_steps(sums, len(idx))
+
+  return mode, run_epoch
+
+
+def _compile_sharded(train_step, state, train_x, data_key, step_key,
+                     local_batch: int, mode: str | None, mesh, st_sh, rep):
+  """(mode, run_epoch) for jit over `mesh`, the batch split along 'data'.
+
+  Batches are `batch_indices(data_key, epoch, n_local, local_batch)` rows of
+  each process's data, concatenated in process order: with one process,
+  exactly the one-device batches.
+  """
+  from unsupjax import parallel as par_lib
+
+  n = num_examples(train_x)
+  step = lambda st, b, k: train_step(st, par_lib.constrain_batch(b, mesh), k)
+  g_step_key = par_lib.put_state(step_key, rep)
+  x_dev = None
+  if mode in (None, "scan"):
+    x_dev = jax.device_put(train_x, rep)
+    epoch_fn = jax.jit(make_epoch_fn(step, local_batch), donate_argnums=0,
+                       out_shardings=(st_sh, rep))
+    traced = epoch_fn.trace(state, x_dev, data_key, g_step_key, jnp.int32(0))
+    if mode is None:
+      mode = _on_device_mode(traced.jaxpr.jaxpr)
+    if mode == "scan":
+      compiled_epoch = traced.lower().compile()
+
+      def run_epoch(state, epoch):
+        state, m = compiled_epoch(state, x_dev, data_key, g_step_key,
+                                  jnp.int32(epoch))
+        return state, _to_python(m)
+      return mode, run_epoch
+  idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
+  if mode == "loop":
+    x_dev = jax.device_put(train_x, rep) if x_dev is None else x_dev
+    gather_step = jax.jit(lambda st, x, ids, k: step(st, take(x, ids), k),
+                          donate_argnums=0, out_shardings=(st_sh, rep))
+    compiled_step = gather_step.lower(
+        state, x_dev, jax.device_put(jnp.zeros((local_batch,), jnp.int32), rep),
+        g_step_key).compile()
+  else:
+    compiled_step = jax.jit(step, donate_argnums=0, out_shardings=(st_sh, rep)).lower(
+        state, par_lib.shard_batch(jax.tree.map(lambda a: a[:local_batch], train_x), mesh),
+        g_step_key).compile()
+
+  def run_epoch(state, epoch):
+    idx = np.asarray(idx_fn(data_key, epoch, n, local_batch))
+    sums = None
+    for ids in idx:
+      if mode == "loop":
+        state, m = compiled_step(state, x_dev, jax.device_put(ids, rep), g_step_key)
+      else:
+        state, m = compiled_step(
+            state, par_lib.shard_batch(jax.tree.map(lambda a: a[ids], train_x), mesh),
+            g_step_key)
+      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+    return state, _mean_of_steps(sums, len(idx))
+
+  return mode, run_epoch
+
+
+def _compile_pmap(train_step, state, train_x, data_key, step_key,
+                  local_batch: int, mode: str):
+  """(replicated state, run_epoch) for pmap over this process's devices.
+
+  The process's batch (rows `batch_indices(data_key, epoch, n_local,
+  local_batch)`) is split into equal consecutive parts, one per device.
+  """
+  from unsupjax import parallel as par_lib
+
+  if not par_lib.accepts_axis_name(train_step):
+    par_lib.pmap_step(train_step)  # raises the error that explains why
+  n = num_examples(train_x)
+  d = jax.local_device_count()
+  per_device = local_batch // d
+  ax = par_lib.DATA_AXIS
+  local = jax.tree.map(lambda a: a.addressable_data(0), state)
+  state_r = par_lib.replicate(local)
+  idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
+  if mode == "loop":
+    x_rep = par_lib.replicate(train_x)
+    gather = jax.pmap(
+        lambda st, x, ids, k: train_step(st, take(x, ids), k, axis_name=ax),
+        axis_name=ax, in_axes=(0, 0, 0, None), donate_argnums=(0,))
+    example = (state_r, x_rep, np.zeros((d, per_device), np.int32), step_key)
+  else:
+    gather = par_lib.pmap_step(train_step, ax)
+    example = (state_r, par_lib.split_batch(
+        jax.tree.map(lambda a: np.asarray(a[:local_batch]), train_x), d), step_key)
+  if jax.process_count() == 1:
+    compiled_step = gather.lower(*example).compile()
+  else:
+    # Over several processes an AOT-compiled pmap wants global arrays; the
+    # pmapped function itself takes each process's local ones (and compiles
+    # on its first call, once).
+    compiled_step = gather
+
+  def run_epoch(state, epoch):
+    idx = np.asarray(idx_fn(data_key, epoch, n, local_batch))
+    sums = None
+    for ids in idx:
+      if mode == "loop":
+        state, m = compiled_step(state, x_rep, ids.reshape(d, per_device), step_key)
+      else:
+        state, m = compiled_step(
+            state, par_lib.split_batch(jax.tree.map(lambda a: a[ids], train_x), d),
+            step_key)
+      m = par_lib.unreplicate(m)
+      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+    return state, _mean_of_steps(sums, len(idx))
+
+  return state_r, run_epoch

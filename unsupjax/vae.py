@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from unsupjax import averaging, losses, nn
+from unsupjax import averaging, losses, nn, parallel
 from unsupjax.metrics import reconstruction
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -197,45 +197,65 @@ def _recon_nll(state: VAEState, params, out: jax.Array, x: jax.Array) -> jax.Arr
   return losses.gaussian_nll(x, out, log_scale)
 
 
-def elbo_terms(state: VAEState, params, x: jax.Array,
-               key: chex.PRNGKey) -> dict[str, jax.Array]:
+def elbo_terms(state: VAEState, params, x: jax.Array, key: chex.PRNGKey,
+               axis_name: str | None = None) -> dict[str, jax.Array]:
   """Single-sample per-example terms, each f32[b]: nll = -log p(x|z),
-  kl = KL(q(z|x) || p(z)), neg_elbo = nll + kl (beta = 1, the bound)."""
-  out, mean, log_var = state.model.apply({"params": params}, x, key)
+  kl = KL(q(z|x) || p(z)), neg_elbo = nll + kl (beta = 1, the bound).
+  Inside pmap over `axis_name`, z's noise is this device's rows of the
+  global batch's (`parallel.batch_draw`)."""
+  if axis_name is None:
+    out, mean, log_var = state.model.apply({"params": params}, x, key)
+  else:
+    mean, log_var = state.model.apply({"params": params}, x, method="encode")
+    eps = parallel.batch_draw(jax.random.normal, key, mean.shape, mean.dtype,
+                              axis_name=axis_name)
+    out = state.model.apply({"params": params},
+                            mean + jnp.exp(0.5 * log_var) * eps, method="decode")
   nll = _recon_nll(state, params, out, x)
   kl = losses.gaussian_kl(mean, log_var)
   return {"nll": nll, "kl": kl, "neg_elbo": nll + kl}
 
 
-def binarize(key: chex.PRNGKey, x: jax.Array) -> jax.Array:
-  """A Bernoulli draw per pixel with probability x: f32 of 0s and 1s."""
-  return jax.random.bernoulli(key, x).astype(x.dtype)
+def binarize(key: chex.PRNGKey, x: jax.Array,
+             axis_name: str | None = None) -> jax.Array:
+  """A Bernoulli draw per pixel with probability x: f32 of 0s and 1s
+  (`jax.random.bernoulli(key, x)`: uniform(key) < x). Inside pmap over
+  `axis_name`, x is this device's rows and gets their rows of the global
+  batch's uniforms."""
+  u = parallel.batch_draw(jax.random.uniform, key, x.shape, x.dtype,
+                          axis_name=axis_name)
+  return (u < x).astype(x.dtype)
 
 
-def train_step(state: VAEState, batch: jax.Array,
-               key: chex.PRNGKey) -> tuple[VAEState, dict[str, jax.Array]]:
+def train_step(state: VAEState, batch: jax.Array, key: chex.PRNGKey, *,
+               axis_name: str | None = None
+               ) -> tuple[VAEState, dict[str, jax.Array]]:
   """One Adam step on mean(nll + beta * kl).
 
   Per-step keys: fold_in(key, state.step) split into the binarisation key
-  and the reparameterisation key.
+  and the reparameterisation key. axis_name: inside pmap, the device axis:
+  gradients and metrics are averaged over it and the noise is the global
+  batch's (`parallel`).
   """
   cfg = state.config
   k_bin, k_z = jax.random.split(jax.random.fold_in(key, state.step))
-  x = binarize(k_bin, batch) if cfg.binarize else batch
+  x = binarize(k_bin, batch, axis_name) if cfg.binarize else batch
 
   def loss_fn(params):
-    t = elbo_terms(state, params, x, k_z)
+    t = elbo_terms(state, params, x, k_z, axis_name)
     return jnp.mean(t["nll"] + cfg.beta * t["kl"]), t
 
   (loss, t), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  metrics = {"loss": loss, "nll": jnp.mean(t["nll"]), "kl": jnp.mean(t["kl"]),
+             "neg_elbo": jnp.mean(t["neg_elbo"])}
+  grads, metrics = parallel.pmean((grads, metrics), axis_name)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ema_params = (averaging.ema_update(state.ema_params, params, cfg.ema_decay, state.step)
                 if cfg.ema_decay > 0 else state.ema_params)
   return (state.replace(step=state.step + 1, params=params, ema_params=ema_params,
                         opt_state=opt_state),
-          {"loss": loss, "nll": jnp.mean(t["nll"]), "kl": jnp.mean(t["kl"]),
-           "neg_elbo": jnp.mean(t["neg_elbo"])})
+          metrics)
 
 
 def eval_params(state: VAEState) -> Any:

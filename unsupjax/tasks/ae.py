@@ -77,10 +77,11 @@ def make_task(model: str, help_text: str, arch: str, denoising: bool) -> SimpleN
     state = autoencoder.init_state(init_key, config, train_x[:1])
     result = train.fit(
         state, autoencoder.train_step, autoencoder.eval_step,
-        train_x, test_x, key=fit_key, epochs=args.epochs,
+        common.process_rows(train_x), test_x, key=fit_key, epochs=args.epochs,
         batch_size=args.batch_size, workdir=workdir,
         checkpoint_every=args.checkpoint_every, resume=args.resume,
-        progress=not args.no_progress, desc=f"{model} {args.dataset}")
+        progress=not args.no_progress, desc=f"{model} {args.dataset}",
+        **common.fit_parallel(args))
     state = result.state
 
     final = train.evaluate(state, autoencoder.eval_step, test_x)

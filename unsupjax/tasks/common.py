@@ -80,6 +80,70 @@ def add_training_arguments(parser: argparse.ArgumentParser,
                       "(default: $UNSUPJAX_CACHE_DIR or ~/.cache/unsupjax)")
   r.add_argument("--no-compile-cache", action="store_true",
                  help="do not use JAX's persistent compilation cache")
+  add_parallel_arguments(parser)
+
+
+def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
+  """--parallel and the multi-host flags (see `unsupjax.parallel`)."""
+  from unsupjax import parallel
+  p = parser.add_argument_group("devices and hosts")
+  p.add_argument("--parallel", choices=parallel.MODES, default=None,
+                 help="data parallelism: 'pmap' (replicated state, pmean of "
+                      "gradients) or 'sharded' (jit over a device mesh); "
+                      "default: sharded when more than one device is visible")
+  p.add_argument("--model-axis", type=int, default=1,
+                 help="with --parallel sharded: devices that split large "
+                      "weight matrices (the mesh's 'model' axis)")
+  p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                 help="multi-host: address of process 0 (or $UNSUPJAX_COORDINATOR; "
+                      "cloud TPU VMs need no flag)")
+  p.add_argument("--num-processes", type=int, default=None,
+                 help="multi-host: number of processes (or $UNSUPJAX_NUM_PROCESSES)")
+  p.add_argument("--process-id", type=int, default=None,
+                 help="multi-host: this process's index (or $UNSUPJAX_PROCESS_ID)")
+
+
+def init_parallel(args: argparse.Namespace) -> str:
+  """Joins the other processes (if any), then checks --parallel,
+  --model-axis and --batch-size against the devices; returns the mode."""
+  import jax
+
+  from unsupjax import parallel
+  try:
+    parallel.initialize_distributed(getattr(args, "coordinator", None),
+                                    getattr(args, "num_processes", None),
+                                    getattr(args, "process_id", None))
+  except ValueError as e:
+    raise UsageError(f"--coordinator/--num-processes/--process-id: {e}") from None
+  mode = parallel.resolve(getattr(args, "parallel", None))
+  model_axis = getattr(args, "model_axis", 1)
+  if model_axis < 1 or (model_axis > 1 and mode != "sharded"):
+    raise UsageError(f"--model-axis: expected 1, or a divisor of the device "
+                     f"count with --parallel sharded, got {model_axis}")
+  if mode != "none":
+    n = jax.device_count() // (model_axis if mode == "sharded" else 1)
+    if model_axis > 1 and jax.device_count() % model_axis:
+      raise UsageError(f"--model-axis: expected a divisor of the "
+                       f"{jax.device_count()} devices, got {model_axis}")
+    if args.batch_size % n:
+      raise UsageError(f"--batch-size: expected a multiple of the {n} devices "
+                       f"the batch is split over, got {args.batch_size}")
+  elif jax.process_count() > 1:
+    raise UsageError("--parallel: a multi-process run needs pmap or sharded, got none")
+  args.parallel = mode
+  return mode
+
+
+def fit_parallel(args: argparse.Namespace) -> dict[str, Any]:
+  """The `train.fit` keywords for the --parallel flags."""
+  return {"parallel": getattr(args, "parallel", None),
+          "model_axis": getattr(args, "model_axis", 1)}
+
+
+def process_rows(x):
+  """This process's shard of the training rows (all of x in one process)."""
+  from unsupjax import parallel
+  return x[parallel.process_shard(len(x))]
 
 
 def check_positive(value, flag: str, kind: type = int) -> None:
@@ -99,6 +163,7 @@ def resolve_common(args: argparse.Namespace, model: str,
   check_positive(args.batch_size, "--batch-size")
   check_positive(args.lr, "--lr", float)
   check_positive(args.checkpoint_every, "--checkpoint-every")
+  init_parallel(args)
   if args.workdir is None:
     args.workdir = os.path.join("runs", f"{model}-{args.dataset}")
   if args.cache_dir is None:

@@ -385,11 +385,11 @@ def run(args: argparse.Namespace) -> dict:
     return extra
 
   result = gan.fit(
-      fit_key, config, train_x, eval_x, epochs=args.epochs,
+      fit_key, config, common.process_rows(train_x), eval_x, epochs=args.epochs,
       batch_size=args.batch_size, workdir=workdir,
       checkpoint_every=args.checkpoint_every, resume=args.resume,
       progress=not args.no_progress, desc=f"{MODEL} {args.dataset}",
-      epoch_callback=epoch_callback)
+      epoch_callback=epoch_callback, **common.fit_parallel(args))
   state = result.state
 
   final = train.evaluate(state, gan.eval_step, eval_x)

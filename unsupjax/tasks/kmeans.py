@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                  help="seed of the PRNG key: same seed, same clustering")
   parser.add_argument("--workdir", default=None,
                       help="output directory (default: runs/kmeans-SOURCE)")
+  parser.add_argument("--parallel", choices=("none", "sharded"), default=None,
+                      help="Lloyd's rows split over every device (sharded; the "
+                           "default when more than one device is visible)")
 
 
 # ----------------------------------------------------------------------------
@@ -249,9 +252,20 @@ def run(args: argparse.Namespace) -> dict:
   n_init = args.n_init or (10 if args.init == "random" else 1)
   key = jax.random.key(args.seed)
   t0 = time.perf_counter()
-  if args.minibatch is None:
+  from unsupjax import parallel
+  if args.parallel == "sharded" and args.minibatch is not None:
+    raise UsageError("--parallel: sharded k-means runs Lloyd's algorithm; "
+                     "drop --minibatch or use --parallel none")
+  sharded = args.minibatch is None and parallel.resolve(args.parallel) == "sharded"
+  if sharded:
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    res = kmeans.fit_sharded(key, x, args.k, mesh=mesh, init=args.init,
+                             n_init=n_init, max_iter=args.max_iter, tol=args.tol,
+                             metric=args.metric)
+  elif args.minibatch is None:
     res = kmeans.fit(key, x, args.k, init=args.init, n_init=n_init,
                      max_iter=args.max_iter, tol=args.tol, metric=args.metric)
+  if args.minibatch is None:
     centroids, labels = res.centroids, res.labels
     inertia = float(res.inertia)
     n_iter, converged = int(res.n_iter), bool(res.converged)

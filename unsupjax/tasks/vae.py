@@ -153,11 +153,12 @@ def run(args: argparse.Namespace) -> dict:
   test_x = (np.asarray(vae.binarize(test_key, test_grey)) if config.binarize
             else test_grey)
   state = vae.init_output_bias(vae.init_state(init_key, config, train_x[:1]), train_x)
-  result = train.fit(state, vae.train_step, vae.eval_step, train_x, test_x,
+  result = train.fit(state, vae.train_step, vae.eval_step,
+                     common.process_rows(train_x), test_x,
                      key=fit_key, epochs=args.epochs, batch_size=args.batch_size,
                      workdir=workdir, checkpoint_every=args.checkpoint_every,
                      resume=args.resume, progress=not args.no_progress,
-                     desc=f"{MODEL} {args.dataset}")
+                     desc=f"{MODEL} {args.dataset}", **common.fit_parallel(args))
   state = result.state
 
   final = train.evaluate(state, vae.eval_step, test_x)

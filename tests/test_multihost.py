@@ -1,0 +1,130 @@
+"""Two local CPU processes train like one: `jax.distributed` over 127.0.0.1.
+
+Each process has 2 fake CPU devices, joins a coordinator on 127.0.0.1, reads
+its own half of the data (`parallel.process_shard`) and runs `train.fit`
+with parallel='sharded' and then 'pmap' (cross-process collectives over
+gloo, JAX's CPU default). Both must end with the parameters of one process
+stepping through the same global batches (each process's rows, in process
+order), and the orbax checkpoint they write together must restore to them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EPOCHS, BATCH, N = 2, 32, 256
+MODES = ("sharded", "pmap")
+
+WORKER = textwrap.dedent(r"""
+  import os, sys
+  pid, port, root = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+  import jax, jax.numpy as jnp, numpy as np
+  from unsupjax import parallel
+  assert parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
+  from unsupjax import autoencoder, data, train
+  assert jax.process_count() == 2 and jax.device_count() == 4
+  x = data.load("digits", "train").flat()[:%(N)d]
+  shard = x[parallel.process_shard(len(x))]
+  cfg = autoencoder.AEConfig(hidden=(32,), latent_dim=8, corruption="gaussian",
+                             noise_level=0.2, learning_rate=3e-3)
+  for mode in %(MODES)r:
+    state = autoencoder.init_state(jax.random.key(0), cfg, x[:1])
+    res = train.fit(state, autoencoder.train_step, autoencoder.eval_step, shard,
+                    x[:64], key=jax.random.key(1), epochs=%(EPOCHS)d,
+                    batch_size=%(BATCH)d, progress=False, parallel=mode,
+                    workdir=os.path.join(root, mode))
+    flat = jax.tree_util.tree_flatten_with_path(res.state.params)[0]
+    np.savez(os.path.join(root, f"{mode}-{pid}.npz"),
+             **{jax.tree_util.keystr(k): np.asarray(v) for k, v in flat})
+    print("done", mode, pid, flush=True)
+""") % dict(N=N, MODES=MODES, EPOCHS=EPOCHS, BATCH=BATCH)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+  root = tmp_path_factory.mktemp("multihost")
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      " --xla_force_host_platform_device_count=2").strip()
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = os.pathsep.join(
+      [str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+  port = str(_free_port())
+  procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), port, str(root)],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=600))
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, out + err[-6000:]
+  return root
+
+
+@pytest.fixture(scope="module")
+def one_process():
+  """The reference: one device stepping through the global batches."""
+  import jax
+  from unsupjax import autoencoder, data, parallel, train
+
+  x = data.load("digits", "train").flat()[:N]
+  shards = [x[parallel.process_shard(N, i, 2)] for i in range(2)]
+  cfg = autoencoder.AEConfig(hidden=(32,), latent_dim=8, corruption="gaussian",
+                             noise_level=0.2, learning_rate=3e-3)
+  state = autoencoder.init_state(jax.random.key(0), cfg, x[:1])
+  data_key, step_key = jax.random.split(jax.random.key(1))
+  step = jax.jit(autoencoder.train_step)
+  for epoch in range(1, EPOCHS + 1):
+    for ids in np.asarray(data.batch_indices(data_key, epoch, N // 2, BATCH // 2)):
+      state, _ = step(state, np.concatenate([s[ids] for s in shards]), step_key)
+  return state
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_processes_end_like_one(two_processes, one_process, mode):
+  import jax
+  want = {jax.tree_util.keystr(k): np.asarray(v) for k, v in
+          jax.tree_util.tree_flatten_with_path(one_process.params)[0]}
+  for pid in range(2):
+    got = np.load(two_processes / f"{mode}-{pid}.npz")
+    assert set(got.files) == set(want)
+    for k, v in want.items():
+      np.testing.assert_allclose(got[k], v, rtol=2e-5, atol=2e-6,
+                                 err_msg=f"{mode} process {pid} {k}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_written_once_and_restorable(two_processes, one_process, mode):
+  import jax
+  from unsupjax import train
+
+  workdir = two_processes / mode
+  records = [json.loads(line) for line in
+             (workdir / train.METRICS_FILE).read_text().splitlines()]
+  assert [r["epoch"] for r in records] == list(range(1, EPOCHS + 1))
+  restored = train.restore_state(workdir, one_process)
+  assert int(restored.step) == int(one_process.step)
+  for a, b in zip(jax.tree.leaves(restored.params),
+                  jax.tree.leaves(one_process.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)

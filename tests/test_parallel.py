@@ -1,0 +1,245 @@
+"""pmap and sharded-jit training on 8 fake CPU devices equal one device.
+
+One subprocess sets XLA_FLAGS=--xla_force_host_platform_device_count=8
+before importing JAX (the rest of the suite keeps one device), runs every
+check and prints `ok NAME` per passed check; the tests below each look for
+their line, so a failure names the check and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(r"""
+  import functools, tempfile
+  import jax, jax.numpy as jnp, numpy as np
+  from unsupjax import autoencoder, data, gan, kmeans, parallel, train, vae
+
+  assert jax.device_count() == 8, jax.devices()
+  D = 8
+  x_all = data.load("digits", "train").flat()[:256]
+  B = 32
+
+  def close(a, b, what, rtol=2e-5, atol=2e-6):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol,
+                                 atol=atol, err_msg=what)
+
+  def run_three(step, state, batches, key):
+    one = jax.jit(step)
+    s1, m1 = state, []
+    for b in batches:
+      s1, m = one(s1, b, key); m1.append(m)
+    ps = parallel.pmap_step(step, donate=False)
+    sp = parallel.replicate(state)
+    mp = []
+    for b in batches:
+      sp, m = ps(sp, parallel.split_batch(b, D), key); mp.append(parallel.unreplicate(m))
+    sp = parallel.unreplicate(sp)
+    mesh = parallel.make_mesh()
+    sh = parallel.state_sharding(state, mesh)
+    ss = parallel.put_state(state, sh)
+    sstep = parallel.sharded_step(step, mesh, sh, donate=False)
+    ms = []
+    for b in batches:
+      ss, m = sstep(ss, parallel.shard_batch(b, mesh), key); ms.append(m)
+    return (s1, m1), (sp, mp), (ss, ms)
+
+  def check_step(name, step, state, batches, key, params=lambda s: s.params, **tol):
+    (s1, m1), (sp, mp), (ss, ms) = run_three(step, state, batches, key)
+    close(params(s1), params(sp), name + " pmap params", **tol)
+    close(m1, mp, name + " pmap metrics", **tol)
+    close(params(s1), params(ss), name + " sharded params", **tol)
+    close(m1, ms, name + " sharded metrics", **tol)
+    # The steps moved the parameters (the comparison is not of no-ops).
+    assert not np.allclose(np.asarray(jax.tree.leaves(params(s1))[0]),
+                           np.asarray(jax.tree.leaves(params(state))[0]))
+    print("ok", name, flush=True)
+
+  key = jax.random.key(7)
+  batches = [jnp.asarray(x_all[i * B:(i + 1) * B]) for i in range(3)]
+
+  # --- randomness: the draws of 8 devices are the draws of one.
+  assert jax.config.jax_threefry_partitionable
+  k = jax.random.key(3)
+  want = jax.random.normal(k, (B, 64))
+  got = jax.pmap(lambda _: parallel.batch_draw(jax.random.normal, k, (B // D, 64),
+                                               axis_name="i"), axis_name="i")(jnp.zeros(D))
+  np.testing.assert_array_equal(np.asarray(got).reshape(B, 64), np.asarray(want))
+  mesh = parallel.make_mesh()
+  xs = parallel.shard_batch(np.zeros((B, 64), np.float32), mesh)
+  got = jax.jit(lambda x: x + jax.random.normal(k, x.shape))(xs)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  assert got.sharding.spec == jax.sharding.PartitionSpec("data")
+  clean = batches[0]
+  noisy1 = autoencoder.corrupt(k, clean, "salt_pepper", 0.3)
+  noisyp = jax.pmap(lambda x: autoencoder.corrupt(k, x, "salt_pepper", 0.3, "i"),
+                    axis_name="i")(parallel.split_batch(clean, D))
+  np.testing.assert_array_equal(np.asarray(noisyp).reshape(clean.shape), np.asarray(noisy1))
+  print("ok randomness", flush=True)
+
+  # --- AE (denoising, so the step draws noise), VAE, GAN, k-means.
+  cfg = autoencoder.AEConfig(hidden=(32,), latent_dim=8, corruption="gaussian",
+                             noise_level=0.2, learning_rate=3e-3)
+  ae0 = autoencoder.init_state(jax.random.key(0), cfg, batches[0])
+  check_step("ae", autoencoder.train_step, ae0, batches, key)
+
+  vcfg = vae.VAEConfig(hidden=(32,), latent_dim=4)
+  v0 = vae.init_state(jax.random.key(0), vcfg, batches[0])
+  check_step("vae", vae.train_step, v0, batches, key)
+
+  gcfg = gan.GANConfig(data_shape=(64,), output="sigmoid", latent_dim=8,
+                       g_hidden=(32,), d_hidden=(32,), loss="wgan",
+                       gp_weight=10.0, n_critic=2, pac=2, g_lr=1e-3, d_lr=1e-3)
+  g0 = gan.init_state(jax.random.key(0), gcfg, batches[0])
+  check_step("gan", gan.train_step, g0, batches, key,
+             params=lambda s: (s.g_params, s.d_params, s.ema_params),
+             rtol=1e-4, atol=1e-5)
+
+  km0 = kmeans.minibatch_init(jax.random.key(0), batches[0], 5)
+  check_step("kmeans", kmeans.minibatch_train_step, km0, batches, key,
+             params=lambda s: (s.centroids, s.counts), rtol=1e-5, atol=1e-4)
+
+  # --- parameters split along a 'model' axis: same numbers.
+  mesh2 = parallel.make_mesh(model_axis=2)
+  sh2 = parallel.state_sharding(ae0, mesh2, min_size=64)
+  assert sh2.params["encoder"]["dense_0"]["kernel"].spec == jax.sharding.PartitionSpec(None, "model"), sh2.params
+  s2 = parallel.put_state(ae0, sh2)
+  step2 = parallel.sharded_step(autoencoder.train_step, mesh2, sh2, donate=False)
+  s1 = ae0
+  for b in batches:
+    s1, _ = jax.jit(autoencoder.train_step)(s1, b, key)
+    s2, _ = step2(s2, parallel.shard_batch(b, mesh2), key)
+  close(s1.params, s2.params, "model axis")
+  assert s2.params["encoder"]["dense_0"]["kernel"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+  print("ok model_axis", flush=True)
+
+  # --- train.fit: every parallel mode and epoch mode ends where one device does.
+  def fit(batch_size=B, **kw):
+    # A copy each time: fit donates the state's buffers.
+    return train.fit(jax.tree.map(jnp.copy, ae0), autoencoder.train_step,
+                     autoencoder.eval_step, x_all,
+                     x_all[:64], key=jax.random.key(1), epochs=2, batch_size=batch_size,
+                     progress=False, **kw)
+  ref = fit(parallel="none")
+  assert parallel.resolve(None) == "sharded"
+  for kw in [dict(parallel="sharded"),
+             dict(parallel="sharded", mode="stream", model_axis=2),
+             dict(parallel="pmap")]:
+    res = fit(**kw)
+    close(ref.state.params, res.state.params, str(kw))
+    for a, b in zip(ref.history, res.history):
+      np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
+      np.testing.assert_allclose(a["test_loss"], b["test_loss"], rtol=1e-5)
+  # A sharded run checkpoints and resumes to the same parameters.
+  with tempfile.TemporaryDirectory() as wd:
+    train.fit(jax.tree.map(jnp.copy, ae0), autoencoder.train_step, None, x_all,
+              key=jax.random.key(1),
+              epochs=1, batch_size=B, progress=False, workdir=wd, parallel="pmap")
+    res = fit(parallel="sharded", workdir=wd, resume=True)
+    assert res.start_epoch == 1
+    close(ref.state.params, res.state.params, "resumed")
+  print("ok fit", flush=True)
+
+  # --- clear errors.
+  def raises(fn, *words):
+    try:
+      fn()
+    except ValueError as e:
+      assert all(w in str(e) for w in words), str(e)
+      return
+    raise AssertionError(f"no ValueError for {words}")
+  raises(lambda: parallel.split_batch(np.zeros((30, 2)), D), "batch", "multiple of the 8 devices", "30")
+  raises(lambda: fit(parallel="pmap", batch_size=36), "batch_size", "multiple of the 8 devices", "36")
+  raises(lambda: fit(parallel="sharded", batch_size=36), "batch_size", "36")
+  raises(lambda: parallel.pmap_step(lambda s, b, k: (s, {})), "axis_name")
+  raises(lambda: fit(parallel="pmap", mode="scan"), "mode", "scan")
+  raises(lambda: parallel.resolve("dp"), "parallel", "dp")
+  print("ok errors", flush=True)
+""")
+
+CHECKS = ("randomness", "ae", "vae", "gan", "kmeans", "model_axis", "fit", "errors")
+
+
+@pytest.fixture(scope="module")
+def eight_devices():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      " --xla_force_host_platform_device_count=8").strip()
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = os.pathsep.join(
+      [str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+  proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT,
+                        capture_output=True, text=True, timeout=900)
+  return proc
+
+
+@pytest.mark.parametrize("check", CHECKS)
+def test_eight_devices_equal_one(eight_devices, check):
+  done = {line.split()[1] for line in eight_devices.stdout.splitlines()
+          if line.startswith("ok ")}
+  assert check in done, (f"check {check!r} did not pass (exit "
+                         f"{eight_devices.returncode}):\n{eight_devices.stdout}\n"
+                         f"{eight_devices.stderr[-6000:]}")
+
+
+def _cli8(args, tmp_path):
+  from conftest import cli_env
+  env = cli_env(tmp_path)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      " --xla_force_host_platform_device_count=8").strip()
+  return subprocess.run([sys.executable, "-m", "unsupjax", *args], cwd=tmp_path,
+                        env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_on_eight_devices(tmp_path):
+  """`--parallel` from the command line: a run, and the clear errors."""
+  import json
+
+  wd = tmp_path / "run"
+  out = _cli8(["train", "dae", "--epochs", "1", "--batch-size", "64", "--hidden", "32",
+               "--latent-dim", "8", "--workdir", str(wd), "--no-progress",
+               "--parallel", "pmap"], tmp_path)
+  assert out.returncode == 0, out.stderr[-4000:]
+  summary = json.loads((wd / "summary.json").read_text())
+  assert summary["device"].startswith("8 x cpu") and summary["steps"] == 1437 // 64
+  for args, message in [
+      (["--parallel", "pmap", "--batch-size", "36"],
+       "--batch-size: expected a multiple of the 8 devices the batch is split over, got 36"),
+      (["--parallel", "sharded", "--model-axis", "3"], "--model-axis"),
+      (["--coordinator", "127.0.0.1:1"], "--coordinator/--num-processes/--process-id")]:
+    out = _cli8(["train", "ae", "--epochs", "1", "--workdir", str(tmp_path / "bad"),
+                 "--no-progress", *args], tmp_path)
+    assert out.returncode == 2 and message in out.stderr, (args, out.stderr[-2000:])
+
+
+def test_one_process_helpers(monkeypatch):
+  """What runs without several devices: mode resolution, shards, flags."""
+  from unsupjax import parallel
+
+  assert parallel.resolve(None) == "none"  # this process sees one device
+  assert parallel.process_shard(10, 1, 3) == slice(3, 6)
+  assert parallel.process_shard(10, 2, 3) == slice(6, 9)  # remainder dropped
+  with pytest.raises(ValueError, match="n: 2 examples cannot be split over 3"):
+    parallel.process_shard(2, 0, 3)
+  for var in (parallel.ENV_COORDINATOR, parallel.ENV_NUM_PROCESSES,
+              parallel.ENV_PROCESS_ID, "TPU_WORKER_HOSTNAMES",
+              "MEGASCALE_COORDINATOR_ADDRESS"):
+    monkeypatch.delenv(var, raising=False)
+  assert parallel.initialize_distributed() is False
+  assert parallel.initialize_distributed("127.0.0.1:1", 1, 0) is False
+  with pytest.raises(ValueError, match="needs all three"):
+    parallel.initialize_distributed("127.0.0.1:1", 2, None)
+  monkeypatch.setenv(parallel.ENV_NUM_PROCESSES, "2")
+  monkeypatch.setenv(parallel.ENV_PROCESS_ID, "2")
+  with pytest.raises(ValueError, match="process_id: expected 0..1, got 2"):
+    parallel.initialize_distributed("127.0.0.1:1")
+  assert parallel.tfds_split("train", 0, 1) == "train"
