@@ -11,6 +11,8 @@ Modules (one idea each):
   codec, codec_io   learned compression: integer latents + learned prior;
                model bundle, range coding, container format
   train        the training loop (fit, evaluate, checkpoints)
+  parallel     pmap and sharded-jit training of any step; multi-host setup
+  averaging    EMA of weights
   metrics      FID/KID, precision/recall/density/coverage, mode counting,
                the MNIST feature network, reconstruction and clustering scores
   plots        PNG grids
@@ -18,11 +20,12 @@ Modules (one idea each):
                vmapped one-class training; the PyOD-style detector, CSV tables
 """
 
-from unsupjax import (anomaly, anomaly_detector, autoencoder, codec, codec_io, data, gan,
-                      gan_nets, kmeans, losses, metrics, nn, plots, toys, train, vae)
+from unsupjax import (anomaly, anomaly_detector, autoencoder, averaging, codec, codec_io, data,
+                      gan, gan_nets, kmeans, losses, metrics, nn, parallel, plots, toys, train,
+                      vae)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "anomaly", "anomaly_detector", "autoencoder", "codec", "codec_io",
-           "data", "gan", "gan_nets", "kmeans", "losses", "metrics", "nn", "plots", "toys",
-           "train", "vae"]
+__all__ = ["__version__", "anomaly", "anomaly_detector", "autoencoder", "averaging", "codec",
+           "codec_io", "data", "gan", "gan_nets", "kmeans", "losses", "metrics", "nn", "parallel",
+           "plots", "toys", "train", "vae"]
