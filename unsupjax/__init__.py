@@ -8,16 +8,17 @@ Modules (one idea each):
   vae          variational autoencoder, IWAE
   gan, gan_nets, toys   keyed GAN update, its networks, 2-D toy data
   kmeans       vectorised k-means (functional fit, sklearn-style KMeans)
+  deep_clustering  DEC / IDEC pieces and loop, N2D manifold clustering
   train        the training loop (fit, evaluate, checkpoints)
   metrics      FID/KID, precision/recall/density/coverage, mode counting,
                the MNIST feature network, reconstruction and clustering scores
   plots        PNG grids
 """
 
-from unsupjax import (autoencoder, data, gan, gan_nets, kmeans, losses, metrics, nn,
+from unsupjax import (autoencoder, data, deep_clustering, gan, gan_nets, kmeans, losses, metrics, nn,
                       plots, toys, train, vae)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "autoencoder", "data", "gan", "gan_nets", "kmeans", "losses",
+__all__ = ["__version__", "autoencoder", "data", "deep_clustering", "gan", "gan_nets", "kmeans", "losses",
            "metrics", "nn", "plots", "toys", "train", "vae"]

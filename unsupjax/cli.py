@@ -29,6 +29,10 @@ TRAIN_TASKS: dict[str, str] = {
     "dae": "unsupjax.tasks.dae",
     "vae": "unsupjax.tasks.vae",
     "gan": "unsupjax.tasks.gan",
+    "ae-kmeans": "unsupjax.tasks.ae_kmeans",
+    "dec": "unsupjax.tasks.dec",
+    "idec": "unsupjax.tasks.idec",
+    "n2d": "unsupjax.tasks.n2d",
 }
 
 # Top-level command -> task module (`unsupjax NAME`).
