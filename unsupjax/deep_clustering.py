@@ -166,7 +166,8 @@ def init_state(key: chex.PRNGKey, config: DECConfig, ae_state: autoencoder.AESta
   _check_n(n, config.n_clusters)
   z = embed(ae_state, x)
   km = kmeans.fit(key, jnp.asarray(z), config.n_clusters, n_init=n_init)
-  params = {"ae": ae_state.params, "centroids": km.centroids}
+  # A copy: the loop donates the state's buffers, the caller keeps its AE.
+  params = {"ae": jax.tree.map(jnp.copy, ae_state.params), "centroids": km.centroids}
   tx = (optax.sgd(config.learning_rate, momentum=0.9) if config.optimizer == "sgd"
         else optax.adam(config.learning_rate))
   state = DECState(step=jnp.zeros((), jnp.int32), params=params,
@@ -249,7 +250,8 @@ def fit(state: DECState, x: np.ndarray, *, key: chex.PRNGKey, max_epochs: float,
   refreshes). Stops at the latest after `max_epochs` epochs' worth of steps.
 
   callback(record, labels) sees one dict per refresh (step, epoch
-  (fractional), delta_label, the mean train metrics of the steps before it)
+  (fractional), delta_label (None at step 0), the mean train metrics of
+  the steps before it)
   and that refresh's labels i32[n] (the start's labels at step 0).
   Returns (state, final labels i32[n], records).
   """
@@ -286,13 +288,13 @@ def fit(state: DECState, x: np.ndarray, *, key: chex.PRNGKey, max_epochs: float,
       delta = float(np.mean(new_labels != labels))
       labels = new_labels
     else:
-      delta = float("nan")
+      delta = None  # nothing to compare the start's labels with
     record = {"step": step, "epoch": step / per_epoch, "delta_label": delta,
               **{f"train_{k}": v for k, v in metrics.items()}}
     records.append(record)
     if callback is not None:
       callback(record, labels)
-    if (step > 0 and delta < cfg.tol) or step >= max_steps:
+    if (delta is not None and delta < cfg.tol) or step >= max_steps:
       break
     count = min(cfg.update_interval, max_steps - step)
     state, m = run(state, xs, jnp.asarray(batch_ids(step, count)), step_key)

@@ -286,7 +286,8 @@ def make_task(method: str) -> SimpleNamespace:
       dstate, labels, records = dc.fit(dstate, x, key=dec_key, max_epochs=args.epochs,
                                        batch_size=args.batch_size, callback=on_refresh)
       extra.update({"cluster_steps": int(dstate.step), "refreshes": len(records) - 1,
-                    "stopped_by_tol": bool(records[-1]["delta_label"] < dconf.tol),
+                    "stopped_by_tol": bool(records[-1]["delta_label"] is not None
+                                          and records[-1]["delta_label"] < dconf.tol),
                     "update_interval": interval})
       space = dc.embed(dstate, x)
     timings["cluster_seconds"] = time.perf_counter() - t0
@@ -307,13 +308,15 @@ def make_task(method: str) -> SimpleNamespace:
                        f"{method} embedding (PCA to 2-D), coloured by cluster")
     if pretrain_result is not None:
       summary = common.fit_summary(method, args, run_config, pretrain_result, t_start)
-      summary["epochs"] = args.pretrain_epochs
+      summary["epochs"] = args.pretrain_epochs  # fit's epochs were pretraining's
     else:
       summary = {"model": method, "dataset": args.dataset, "config": run_config,
                  "pretrained": args.pretrained, "device": common.device_description()}
     summary.update(scores)
     summary.update(extra)
     summary.update(timings)
+    if method in ("dec", "idec"):
+      summary["cluster_max_epochs"] = args.epochs
     summary.update({"n_examples": n, "clusters": k,
                     "cluster_sizes": np.bincount(labels, minlength=k).tolist(),
                     "wall_seconds": time.perf_counter() - t_start})
