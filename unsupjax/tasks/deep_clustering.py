@@ -176,8 +176,7 @@ def make_task(method: str) -> SimpleNamespace:
     if model not in AE_MODELS:
       raise common.UsageError(f"--pretrained: {src} holds a {model!r} run, expected an "
                               f"autoencoder from one of {AE_MODELS}")
-    want = {"dataset": args.dataset, "arch": config.arch, "latent_dim": config.latent_dim,
-            "linear_code": True}
+    want = {"dataset": args.dataset, "arch": config.arch, "latent_dim": config.latent_dim}
     if config.arch == "dense":
       want["hidden"] = list(config.hidden)
     else:
@@ -193,7 +192,9 @@ def make_task(method: str) -> SimpleNamespace:
     cfg_loaded = autoencoder.AEConfig(
         arch=config.arch, hidden=config.hidden, conv_features=config.conv_features,
         latent_dim=config.latent_dim, learning_rate=cfg.get("lr", config.learning_rate),
-        loss=cfg.get("loss", config.loss), linear_code=True)
+        loss=cfg.get("loss", config.loss),
+        # `unsupjax train ae|conv-ae` runs have a ReLU code and no such key.
+        linear_code=bool(cfg.get("linear_code", False)))
     like = autoencoder.init_state(jax.random.PRNGKey(0), cfg_loaded, x[:1])
     try:
       return train.restore_state(src, like)
@@ -214,9 +215,12 @@ def make_task(method: str) -> SimpleNamespace:
         int(np.unique(y).size) if y is not None else 10)
     if k > n:
       raise common.UsageError(f"--clusters: expected at most {n} (examples), got {k}")
+    ae_state = restore_pretrained(args, config, x) if args.pretrained else None
+    ae_config_used = ae_state.config if ae_state is not None else config
     fields = dict(arch=config.arch, hidden=list(config.hidden),
                   conv_features=list(config.conv_features), latent_dim=config.latent_dim,
-                  linear_code=True, loss=config.loss, clusters=k,
+                  linear_code=bool(ae_config_used.linear_code), loss=ae_config_used.loss,
+                  clusters=k,
                   pretrain_epochs=args.pretrain_epochs, pretrained=args.pretrained)
     if method in ("dec", "idec"):
       fields.update(optimizer=args.optimizer, cluster_lr=args.cluster_lr,
@@ -224,7 +228,6 @@ def make_task(method: str) -> SimpleNamespace:
     if method == "n2d":
       fields.update(umap_dim=args.umap_dim or k, umap_neighbors=args.umap_neighbors)
     run_config = common.run_config(args, **fields)
-    ae_state = restore_pretrained(args, config, x) if args.pretrained else None
     workdir = common.prepare_workdir(args, method, run_config)
     common.setup_compile_cache(args)
     metrics_path = workdir / train.METRICS_FILE
