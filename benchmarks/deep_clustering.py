@@ -75,7 +75,8 @@ def main() -> None:
   p.add_argument("--dataset", default="mnist")
   p.add_argument("--data-dir", default=None)
   p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+  p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                 help="methods to run (cached runs of the others are reported too)")
   p.add_argument("--pretrain-epochs", type=int, default=40)
   p.add_argument("--epochs", type=int, default=10,
                  help="most epochs of the DEC / IDEC clustering phase")
@@ -134,10 +135,12 @@ def main() -> None:
     suffix = f"-ae{ps}" if reuse else ""
     pretrain_s = (json.loads((pre_dir / "summary.json").read_text())["pretrain_seconds"]
                   if reuse else None)
-    for method in a.methods:
+    for method in METHODS:  # runs --methods; reports every cached run too
       wd = (pre_dir if method == "ae-kmeans" and not reuse
             else runs / f"{method}-s{seed}{suffix}")
       if not (wd / "summary.json").exists():
+        if method not in a.methods:
+          continue
         args = ["train", method, *common, "--seed", str(seed), "--workdir", str(wd),
                 "--pretrain-epochs", str(a.pretrain_epochs), "--epochs", str(a.epochs)]
         if method != "ae-kmeans" or reuse:
@@ -146,6 +149,8 @@ def main() -> None:
       s = json.loads((wd / "summary.json").read_text())
       if method == "ae-kmeans" and not reuse:
         pretrain_s = s["pretrain_seconds"]
+      if pretrain_s is None:
+        continue
       r = {k: s[k] for k in ("acc", "nmi", "ari", "wall_seconds", "cluster_seconds")}
       r["pretrain_seconds"] = pretrain_s
       r["total_seconds"] = pretrain_s + s["cluster_seconds"]

@@ -249,10 +249,9 @@ def fit(state: DECState, x: np.ndarray, *, key: chex.PRNGKey, max_epochs: float,
   keyed epoch orders of `data.batch_indices`, epochs continuing across
   refreshes). Stops at the latest after `max_epochs` epochs' worth of steps.
 
-  callback(record, labels) sees one dict per refresh (step, epoch
-  (fractional), delta_label (None at step 0), the mean train metrics of
-  the steps before it)
-  and that refresh's labels i32[n] (the start's labels at step 0).
+  callback(record, labels) sees one dict per refresh (step, fractional
+  epoch, delta_label (None at step 0), the mean train metrics of the steps
+  before it) and that refresh's labels i32[n] (the start's at step 0).
   Returns (state, final labels i32[n], records).
   """
   n = int(len(x))
