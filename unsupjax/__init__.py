@@ -10,6 +10,7 @@ Modules (one idea each):
   kmeans       vectorised k-means (functional fit, sklearn-style KMeans)
   codec, codec_io   learned compression: integer latents + learned prior;
                model bundle, range coding, container format
+  deep_clustering  DEC / IDEC pieces and loop, N2D manifold clustering
   train        the training loop (fit, evaluate, checkpoints)
   parallel     pmap and sharded-jit training of any step; multi-host setup
   averaging    EMA of weights
@@ -21,11 +22,11 @@ Modules (one idea each):
 """
 
 from unsupjax import (anomaly, anomaly_detector, autoencoder, averaging, codec, codec_io, data,
-                      gan, gan_nets, kmeans, losses, metrics, nn, parallel, plots, toys, train,
-                      vae)
+                      deep_clustering, gan, gan_nets, kmeans, losses, metrics, nn, parallel,
+                      plots, toys, train, vae)
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "anomaly", "anomaly_detector", "autoencoder", "averaging", "codec",
-           "codec_io", "data", "gan", "gan_nets", "kmeans", "losses", "metrics", "nn", "parallel",
-           "plots", "toys", "train", "vae"]
+           "codec_io", "data", "deep_clustering", "gan", "gan_nets", "kmeans", "losses", "metrics",
+           "nn", "parallel", "plots", "toys", "train", "vae"]

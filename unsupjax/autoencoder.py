@@ -50,6 +50,7 @@ class AEConfig:
   `conv_features` stride-2 convolutions (h and w must be divisible by
   2**len(conv_features)). `corruption` (None, 'gaussian', 'mask',
   'salt_pepper') with `noise_level` in (0, 1] makes it denoising.
+  `linear_code=True` drops the ReLU on the latent layer (DEC's embedding).
   """
   arch: str = "dense"
   hidden: Sequence[int] = (128,)
@@ -59,6 +60,7 @@ class AEConfig:
   loss: str = "bce"
   corruption: str | None = None
   noise_level: float = 0.0
+  linear_code: bool = False
 
   def __post_init__(self):
     # Tuples, so the config is hashable (it is static data of the state).
@@ -109,10 +111,12 @@ def make_model(config: AEConfig, input_shape: Sequence[int]):
   if config.arch == "conv":
     return nn.ConvAutoencoder(image_shape=shape,
                               features=tuple(int(f) for f in config.conv_features),
-                              latent_dim=int(config.latent_dim))
+                              latent_dim=int(config.latent_dim),
+                              linear_code=bool(config.linear_code))
   return nn.DenseAutoencoder(image_shape=shape,
                              hidden=tuple(int(h) for h in config.hidden),
-                             latent_dim=int(config.latent_dim))
+                             latent_dim=int(config.latent_dim),
+                             linear_code=bool(config.linear_code))
 
 
 def init_state(key: chex.PRNGKey, config: AEConfig,

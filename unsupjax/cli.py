@@ -30,6 +30,10 @@ TRAIN_TASKS: dict[str, str] = {
     "vae": "unsupjax.tasks.vae",
     "gan": "unsupjax.tasks.gan",
     "codec": "unsupjax.tasks.codec",
+    "ae-kmeans": "unsupjax.tasks.ae_kmeans",
+    "dec": "unsupjax.tasks.dec",
+    "idec": "unsupjax.tasks.idec",
+    "n2d": "unsupjax.tasks.n2d",
 }
 
 # Top-level command -> task module (`unsupjax NAME`).

@@ -44,19 +44,21 @@ class DenseAutoencoder(nn.Module):
   """x: f32[b, *image_shape] -> (logits f32[b, *image_shape], code f32[b, latent]).
 
   Encoder: flatten -> hidden... -> latent (ReLU on every layer, the latent
-  included, as in the classic Keras autoencoder). Decoder: the mirror image,
-  ending in a linear layer whose outputs are per-pixel logits.
+  included, as in the classic Keras autoencoder; `linear_code=True` leaves the
+  latent layer linear, as DEC's d-500-500-2000-10 embedding). Decoder: the
+  mirror image, ending in a linear layer whose outputs are per-pixel logits.
   """
   image_shape: Sequence[int]
   hidden: Sequence[int] = (128,)
   latent_dim: int = 32
+  linear_code: bool = False
 
   def setup(self):
     size = 1
     for s in self.image_shape:
       size *= int(s)
     self.encoder = MLP(tuple(self.hidden) + (self.latent_dim,),
-                       activate_final=True)
+                       activate_final=not self.linear_code)
     self.decoder = MLP(tuple(reversed(tuple(self.hidden))) + (size,))
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -165,12 +167,14 @@ class ConvDecoder(nn.Module):
 class ConvAutoencoder(nn.Module):
   """x: f32[b, h, w, c] -> (logits f32[b, h, w, c], code f32[b, latent_dim]).
 
-  Strided-conv encoder -> ReLU latent vector -> transposed-conv decoder; h and
-  w must be divisible by 2**len(features) (28x28x1, 32x32x3, 8x8x1 are).
+  Strided-conv encoder -> ReLU latent vector (linear with `linear_code`) ->
+  transposed-conv decoder; h and w must be divisible by 2**len(features)
+  (28x28x1, 32x32x3, 8x8x1 are).
   """
   image_shape: Sequence[int]
   features: Sequence[int] = (32, 64)
   latent_dim: int = 32
+  linear_code: bool = False
 
   def setup(self):
     conv_grid(self.image_shape, len(self.features))
@@ -183,7 +187,8 @@ class ConvAutoencoder(nn.Module):
     return self.decode(code), code
 
   def encode(self, x: jax.Array) -> jax.Array:
-    return nn.relu(self.encoder(x))
+    code = self.encoder(x)
+    return code if self.linear_code else nn.relu(code)
 
   def decode(self, code: jax.Array) -> jax.Array:
     return self.decoder(code)

@@ -53,3 +53,43 @@ def save_reconstructions(path: str | os.PathLike, originals: np.ndarray,
                          reconstructions: np.ndarray) -> None:
   """Originals f32[m, h, w, c] in the top row, reconstructions below."""
   save_image_grid(path, [np.asarray(originals), np.asarray(reconstructions)])
+
+
+def save_confusion(path: str | os.PathLike, table: np.ndarray, title: str = "") -> None:
+  """A contingency table i64[clusters, classes] as an annotated heat map."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  table = np.asarray(table)
+  fig, ax = plt.subplots(figsize=(1.0 + 0.5 * table.shape[1], 1.0 + 0.5 * table.shape[0]))
+  ax.imshow(table, cmap="Blues")
+  if table.size <= 400:
+    top = table.max() if table.size else 0
+    for (i, j), v in np.ndenumerate(table):
+      ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
+              color="white" if v > top / 2 else "black")
+  ax.set_xlabel("class")
+  ax.set_ylabel("cluster (matched order)")
+  ax.set_title(title, fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def save_scatter(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray,
+                 title: str = "") -> None:
+  """points: f32[n, 2] coloured by the integer labels colors: i32[n]."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(5, 5))
+  ax.scatter(points[:, 0], points[:, 1], c=colors, cmap="tab10" if colors.max() < 10
+             else "tab20", s=2, alpha=0.6, linewidths=0)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.set_title(title, fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
