@@ -184,6 +184,8 @@ def test_bad_config_and_k():
     dc.manifold_cluster(z, 6, seed=0)
   with pytest.raises(ValueError, match="n_clusters: expected an integer >= 2"):
     dc.manifold_cluster(z, 1, seed=0)
+  with pytest.raises(ValueError, match="gmm_restarts"):
+    dc.manifold_cluster(np.zeros((50, 2), np.float32), 2, seed=0, gmm_restarts=0)
 
 
 def _cli(capsys, *args):

@@ -15,7 +15,8 @@ NOTEBOOKS = sorted((REPO / "colab").glob("*.ipynb"))
 
 def test_there_is_a_notebook_per_capability():
   names = {p.stem for p in NOTEBOOKS}
-  assert {"autoencoders", "vae", "gan", "kmeans", "anomaly", "compression"} <= names, names
+  assert {"autoencoders", "vae", "gan", "kmeans", "anomaly", "compression",
+          "deep_clustering"} <= names, names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

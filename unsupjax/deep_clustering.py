@@ -305,10 +305,14 @@ def fit(state: DECState, x: np.ndarray, *, key: chex.PRNGKey, max_epochs: float,
 
 def manifold_cluster(z: np.ndarray, n_clusters: int, *, seed: int,
                      n_components: int | None = None, n_neighbors: int = 20,
-                     min_dist: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                     min_dist: float = 0.0,
+                     gmm_restarts: int = 10) -> tuple[np.ndarray, np.ndarray]:
   """N2D (McConville et al. 2020): UMAP of z: f32[n, d] to `n_components`
   (default: n_clusters) dimensions with a small min_dist, then a
-  full-covariance Gaussian mixture with n_clusters components.
+  full-covariance Gaussian mixture with n_clusters components, fitted from
+  `gmm_restarts` k-means initialisations and kept by likelihood (one
+  initialisation can merge two digits and split a third on MNIST; the
+  likelihood, not the labels, picks the restart).
 
   Returns (labels i32[n], the UMAP embedding f32[n, n_components]).
   Raises ImportError with the install command when umap-learn is missing.
@@ -327,6 +331,8 @@ def manifold_cluster(z: np.ndarray, n_clusters: int, *, seed: int,
                       n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist,
                       metric="euclidean", random_state=seed)
   u = reducer.fit_transform(np.asarray(z, np.float32)).astype(np.float32)
+  if not isinstance(gmm_restarts, (int, np.integer)) or gmm_restarts < 1:
+    raise ValueError(f"gmm_restarts: expected an integer >= 1, got {gmm_restarts!r}")
   gmm = GaussianMixture(n_components=n_clusters, covariance_type="full",
-                        random_state=seed)
+                        n_init=int(gmm_restarts), random_state=seed)
   return gmm.fit_predict(u).astype(np.int32), u

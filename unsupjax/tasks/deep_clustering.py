@@ -103,6 +103,9 @@ def make_task(method: str) -> SimpleNamespace:
       c.add_argument("--umap-dim", type=int, default=None,
                      help="UMAP output dimensions (default: --clusters)")
       c.add_argument("--umap-neighbors", type=int, default=20)
+      c.add_argument("--gmm-restarts", type=int, default=10,
+                     help="Gaussian-mixture fits from different initialisations; the "
+                          "most likely is kept")
     m = parser.add_argument_group("autoencoder")
     m.add_argument("--arch", choices=autoencoder.ARCHS, default="dense")
     m.add_argument("--hidden", type=int, nargs="+", default=list(DEC_HIDDEN),
@@ -142,6 +145,7 @@ def make_task(method: str) -> SimpleNamespace:
         common.check_positive(args.umap_dim, "--umap-dim")
       if args.umap_neighbors < 2:
         raise common.UsageError(f"--umap-neighbors: expected >= 2, got {args.umap_neighbors}")
+      common.check_positive(args.gmm_restarts, "--gmm-restarts")
       try:
         import umap  # noqa: F401, PLC0415
       except ImportError:
@@ -226,7 +230,8 @@ def make_task(method: str) -> SimpleNamespace:
       fields.update(optimizer=args.optimizer, cluster_lr=args.cluster_lr,
                     update_interval=args.update_interval, tol=args.tol, gamma=args.gamma)
     if method == "n2d":
-      fields.update(umap_dim=args.umap_dim or k, umap_neighbors=args.umap_neighbors)
+      fields.update(umap_dim=args.umap_dim or k, umap_neighbors=args.umap_neighbors,
+                    gmm_restarts=args.gmm_restarts)
     run_config = common.run_config(args, **fields)
     workdir = common.prepare_workdir(args, method, run_config)
     common.setup_compile_cache(args)
@@ -272,7 +277,8 @@ def make_task(method: str) -> SimpleNamespace:
     elif method == "n2d":
       labels, space = dc.manifold_cluster(z, k, seed=args.seed,
                                           n_components=args.umap_dim or k,
-                                          n_neighbors=args.umap_neighbors)
+                                          n_neighbors=args.umap_neighbors,
+                                          gmm_restarts=args.gmm_restarts)
     else:
       per_epoch = n // args.batch_size
       interval = args.update_interval or min(140, per_epoch)
