@@ -42,6 +42,17 @@ def cli_env(tmp_path) -> dict:
   return env
 
 
+def fake_devices_env(n: int) -> dict:
+  """The environment of a subprocess whose JAX sees n fake CPU devices and
+  imports this checkout."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      f" --xla_force_host_platform_device_count={n}").strip()
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
+  return env
+
+
 def run_cli(args, tmp_path, **kw) -> subprocess.CompletedProcess:
   """`python -m unsupjax ARGS` in tmp_path, as a user runs it."""
   return subprocess.run([sys.executable, "-m", "unsupjax", *args], cwd=tmp_path,

@@ -7,7 +7,6 @@ the rest of the suite keeps one device.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -61,12 +60,8 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_sharded_fit_equals_single_device():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      " --xla_force_host_platform_device_count=8").strip()
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = os.pathsep.join(
-      [str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+  from conftest import fake_devices_env
+  env = fake_devices_env(8)
   proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout + proc.stderr

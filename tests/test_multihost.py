@@ -11,7 +11,6 @@ order), and the orbax checkpoint they write together must restore to them.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -59,12 +58,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
   root = tmp_path_factory.mktemp("multihost")
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      " --xla_force_host_platform_device_count=2").strip()
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = os.pathsep.join(
-      [str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+  from conftest import fake_devices_env
+  env = fake_devices_env(2)
   port = str(_free_port())
   procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), port, str(root)],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE,
@@ -86,7 +81,7 @@ def two_processes(tmp_path_factory):
 def one_process():
   """The reference: one device stepping through the global batches."""
   import jax
-  from unsupjax import autoencoder, data, parallel, train
+  from unsupjax import autoencoder, data, parallel
 
   x = data.load("digits", "train").flat()[:N]
   shards = [x[parallel.process_shard(N, i, 2)] for i in range(2)]

@@ -8,7 +8,6 @@ their line, so a failure names the check and shows its traceback.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -171,12 +170,8 @@ CHECKS = ("randomness", "ae", "vae", "gan", "kmeans", "model_axis", "fit", "erro
 
 @pytest.fixture(scope="module")
 def eight_devices():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      " --xla_force_host_platform_device_count=8").strip()
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = os.pathsep.join(
-      [str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+  from conftest import fake_devices_env
+  env = fake_devices_env(8)
   proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=900)
   return proc

@@ -1,7 +1,6 @@
 """VAE: closed forms, Monte-Carlo checks, IWAE bounds, learning, bad input."""
 
 import dataclasses
-import functools
 
 import chex
 import jax

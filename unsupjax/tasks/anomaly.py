@@ -133,16 +133,7 @@ def _check_run_flags(args) -> None:
 
 
 def _workdir(path: str) -> pathlib.Path:
-  workdir = pathlib.Path(path)
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / f".write-test-{os.getpid()}"
-    probe.write_text("")
-    probe.unlink()
-  except OSError as e:
-    raise common.UsageError(f"--workdir: expected a writable directory, got "
-                            f"{str(workdir)!r} ({e.strerror or e})") from None
-  return workdir
+  return common.writable_workdir(path)
 
 
 def run(args: argparse.Namespace) -> dict:

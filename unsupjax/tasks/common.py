@@ -216,6 +216,21 @@ def load_test_split(record: dict[str, Any], args: argparse.Namespace) -> data_li
     raise UsageError(f"--data-dir: the run's dataset cannot be loaded: {e}") from None
 
 
+def writable_workdir(path: str | os.PathLike) -> pathlib.Path:
+  """`path` as a directory, created if needed and checked writable (UsageError
+  naming --workdir otherwise)."""
+  workdir = pathlib.Path(path)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / f".write-test-{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise UsageError(f"--workdir: expected a writable directory, got "
+                     f"{str(workdir)!r} ({e.strerror or e})") from None
+  return workdir
+
+
 def prepare_workdir(args: argparse.Namespace, model: str,
                     run_config: dict[str, Any]) -> pathlib.Path:
   """Checks --workdir and records what trains in it.
@@ -225,15 +240,7 @@ def prepare_workdir(args: argparse.Namespace, model: str,
   count) must match the saved run. Without --resume, a previous run of the
   same model there is replaced.
   """
-  workdir = pathlib.Path(args.workdir)
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / f".write-test-{os.getpid()}"
-    probe.write_text("")
-    probe.unlink()
-  except OSError as e:
-    raise UsageError(f"--workdir: expected a writable directory, got "
-                     f"{str(workdir)!r} ({e.strerror or e})") from None
+  workdir = writable_workdir(args.workdir)
   run_file = workdir / RUN_FILE
   previous = None
   if run_file.exists():
