@@ -145,3 +145,36 @@ def test_fit_accepts_a_pytree_of_arrays_in_every_mode():
     np.testing.assert_allclose(res.history[-1]["test_sum"], x.sum(1).mean(), rtol=1e-5)
     results[mode] = int(res.state.seen)
   assert len(set(results.values())) == 1 and results["scan"] == 2 * sum(range(40))
+
+
+def test_fit_copes_with_aliased_state_leaves_and_leaves_the_callers_state_valid():
+  """A state whose leaves share one buffer (an EMA set to the parameters
+  themselves) trains; the state passed in is still readable afterwards."""
+  w = jnp.ones((3,), jnp.float32)
+  state = _Counter(step=jnp.int32(0), seen=w)
+  aliased = {"a": w, "b": w}
+
+  def step(st, batch, key):
+    del key
+    st = st.replace(step=st.step + 1, seen=st.seen + jnp.sum(batch))
+    return st, {"loss": jnp.sum(batch)}
+
+  class _S(struct.PyTreeNode):
+    inner: _Counter
+    extra: dict
+
+    @property
+    def step(self):
+      return self.inner.step
+
+  def outer(st, batch, key):
+    inner, m = step(st.inner, batch, key)
+    return st.replace(inner=inner), m
+
+  s0 = _S(inner=state, extra=aliased)
+  x = np.ones((16, 1), np.float32)
+  res = train.fit(s0, outer, None, x, key=jax.random.PRNGKey(0), epochs=2, batch_size=4,
+                  progress=False, mode="scan")
+  assert int(res.state.step) == 8
+  np.testing.assert_array_equal(np.asarray(s0.extra["a"]), np.ones(3))  # not donated away
+  np.testing.assert_array_equal(np.asarray(res.state.inner.seen), np.full(3, 33.0))

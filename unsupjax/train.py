@@ -404,6 +404,12 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
                      "'sharded', got 'none'")
   if par == "none":
     local_batch = batch_size
+    # The loop donates the state to each compiled step. Fresh buffers keep
+    # the caller's state valid after fit returns, and a state whose leaves
+    # share a buffer (an EMA initialised to the parameters themselves) from
+    # being donated twice.
+    state = jax.tree.map(lambda a: jnp.array(a, copy=True) if isinstance(a, jax.Array)
+                         else a, state)
   else:
     if batch_size < 1:
       raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
