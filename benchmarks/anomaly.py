@@ -37,7 +37,6 @@ import _bench  # noqa: E402
 def one_class_mnist(args) -> dict:
   import jax
   import jax.numpy as jnp
-  import numpy as np
 
   from unsupjax import anomaly, autoencoder, data
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from unsupjax import autoencoder as ae
-from unsupjax import losses, train
+from unsupjax import train
 
 
 @pytest.fixture(scope="module")

@@ -326,7 +326,7 @@ def test_bad_images_are_refused_before_writing(model_dir, tmp_path, capsys):
                         ("missing.png", "no such file")]:
     assert cli.main(["compress", "--model", str(model_dir), str(tmp_path / name),
                      str(tmp_path / "o.ujx")]) == 2
-    assert f"IN: " in (err := capsys.readouterr().err) and message in err, err
+    assert "IN: " in (err := capsys.readouterr().err) and message in err, err
     assert not (tmp_path / "o.ujx").exists()
 
 

@@ -123,3 +123,37 @@ def test_written_once_and_restorable(two_processes, one_process, mode):
   for a, b in zip(jax.tree.leaves(restored.params),
                   jax.tree.leaves(one_process.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
+
+
+def test_cli_two_processes(tmp_path):
+  """`unsupjax train ae --coordinator ... --num-processes 2 --process-id I`
+  end to end: both processes finish with the same result, and the run's
+  files are written once (process 0) and describe the 4-device run."""
+  from conftest import fake_devices_env
+  env = fake_devices_env(2)
+  env["UNSUPJAX_CACHE_DIR"] = str(tmp_path / "cache")
+  port = str(_free_port())
+  args = ["train", "ae", "--epochs", "2", "--hidden", "32", "--latent-dim", "8",
+          "--batch-size", "64", "--no-progress", "--workdir", "run",
+          "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+  procs = [subprocess.Popen([sys.executable, "-m", "unsupjax", *args, "--process-id",
+                             str(i)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=600))
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, out + err[-6000:]
+  # The same numbers on both processes (the timings after them differ).
+  lines = [out.strip().splitlines()[-1].split(" (")[0] for out, _ in outs]
+  assert lines[0] == lines[1] and lines[0].startswith("ae on digits: test MSE"), lines
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["device"].startswith("4 x cpu") and summary["steps"] == 2 * (1437 // 64)
+  records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(r)["epoch"] for r in records] == [1, 2]
+  assert (tmp_path / "run" / "reconstructions.png").stat().st_size > 0

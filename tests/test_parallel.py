@@ -21,6 +21,7 @@ SCRIPT = textwrap.dedent(r"""
   import functools, tempfile
   import jax, jax.numpy as jnp, numpy as np
   from unsupjax import autoencoder, data, gan, kmeans, parallel, train, vae
+  from unsupjax import deep_clustering as dc
 
   assert jax.device_count() == 8, jax.devices()
   D = 8
@@ -107,6 +108,27 @@ SCRIPT = textwrap.dedent(r"""
   check_step("kmeans", kmeans.minibatch_train_step, km0, batches, key,
              params=lambda s: (s.centroids, s.counts), rtol=1e-5, atol=1e-4)
 
+  # --- DEC / IDEC: the step (targets looked up per example) and the loop
+  # with its target refreshes, under pmap and sharded.
+  acfg = autoencoder.AEConfig(hidden=(32,), latent_dim=4, loss="mse", linear_code=True)
+  ae_dec = autoencoder.init_state(jax.random.key(0), acfg, batches[0])
+  dcfg = dc.DECConfig(n_clusters=5, gamma=0.1, optimizer="sgd", learning_rate=0.05,
+                      update_interval=3, tol=0.0)
+  d0, _ = dc.init_state(jax.random.key(1), dcfg, ae_dec, x_all, n_init=2)
+  rows = [np.arange(i * B, (i + 1) * B)[::-1].copy() for i in range(3)]
+  dbatches = [{"x": jnp.asarray(x_all[r]), "index": jnp.asarray(r, jnp.int32)} for r in rows]
+  check_step("dec_step", dc.train_step, d0, dbatches, key)
+  ref = dc.fit(jax.tree.map(jnp.copy, d0), x_all, key=jax.random.key(2), max_epochs=1.5,
+               batch_size=B, parallel="none")
+  for mode in ("pmap", "sharded"):
+    got = dc.fit(jax.tree.map(jnp.copy, d0), x_all, key=jax.random.key(2),
+                 max_epochs=1.5, batch_size=B, parallel=mode)
+    assert int(got[0].step) == int(ref[0].step) == 12, (int(got[0].step), mode)
+    close(ref[0].params, got[0].params, "dec fit " + mode, rtol=1e-4, atol=1e-5)
+    close(ref[0].target, got[0].target, "dec targets " + mode, rtol=1e-4, atol=1e-5)
+    assert len(got[2]) == len(ref[2]) == 5
+  print("ok dec", flush=True)
+
   # --- parameters split along a 'model' axis: same numbers.
   mesh2 = parallel.make_mesh(model_axis=2)
   sh2 = parallel.state_sharding(ae0, mesh2, min_size=64)
@@ -165,7 +187,8 @@ SCRIPT = textwrap.dedent(r"""
   print("ok errors", flush=True)
 """)
 
-CHECKS = ("randomness", "ae", "vae", "gan", "kmeans", "model_axis", "fit", "errors")
+CHECKS = ("randomness", "ae", "vae", "gan", "kmeans", "dec_step", "dec", "model_axis",
+          "fit", "errors")
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +229,15 @@ def test_cli_on_eight_devices(tmp_path):
   assert out.returncode == 0, out.stderr[-4000:]
   summary = json.loads((wd / "summary.json").read_text())
   assert summary["device"].startswith("8 x cpu") and summary["steps"] == 1437 // 64
+  # Deep clustering: pretraining and the IDEC phase both data-parallel.
+  wd = tmp_path / "idec"
+  out = _cli8(["train", "idec", "--pretrain-epochs", "1", "--epochs", "1", "--batch-size",
+               "64", "--hidden", "32", "--latent-dim", "4", "--update-interval", "10",
+               "--workdir", str(wd), "--no-progress", "--parallel", "sharded"], tmp_path)
+  assert out.returncode == 0, out.stderr[-4000:]
+  summary = json.loads((wd / "summary.json").read_text())
+  assert summary["device"].startswith("8 x cpu") and summary["cluster_steps"] == 1797 // 64
+  assert 0 < summary["acc"] <= 1
   for args, message in [
       (["--parallel", "pmap", "--batch-size", "36"],
        "--batch-size: expected a multiple of the 8 devices the batch is split over, got 36"),

@@ -42,6 +42,7 @@ import optax
 from flax import struct
 
 from unsupjax import autoencoder, data as data_lib, kmeans, train
+from unsupjax import parallel as parallel_lib
 from unsupjax.kmeans import student_t_assignment
 
 __all__ = ["DECConfig", "DECState", "OPTIMIZERS", "dec_loss", "embed", "fit",
@@ -180,12 +181,16 @@ def init_state(key: chex.PRNGKey, config: DECConfig, ae_state: autoencoder.AESta
 
 
 def train_step(state: DECState, batch: dict[str, jax.Array],
-               key: chex.PRNGKey) -> tuple[DECState, dict[str, jax.Array]]:
+               key: chex.PRNGKey, *, axis_name: str | None = None
+               ) -> tuple[DECState, dict[str, jax.Array]]:
   """One optimizer step on mean KL(p || q) + gamma * mean reconstruction loss.
 
   batch: {"x": f32[b, ...] in [0, 1], "index": i32[b] rows of state.target}.
   key: unused (the step is deterministic), kept for the loop's contract.
-  With gamma = 0 (DEC) only the encoder and the centres get gradients.
+  axis_name: inside pmap, the device axis: gradients and metrics are
+  averaged over it (each device holds every target row, so it looks up its
+  own batch's). With gamma = 0 (DEC) only the encoder and the centres get
+  gradients.
   """
   del key
   cfg = state.config
@@ -203,11 +208,13 @@ def train_step(state: DECState, batch: dict[str, jax.Array],
     return kl + cfg.gamma * recon, (kl, recon)
 
   (loss, (kl, recon)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = parallel_lib.pmean(grads, axis_name)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "kl": kl}
   if cfg.gamma > 0:
     metrics["recon"] = recon
+  metrics = parallel_lib.pmean(metrics, axis_name)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -225,21 +232,11 @@ def refresh_target(state: DECState, x: np.ndarray) -> tuple[DECState, np.ndarray
   return state.replace(target=target_distribution(jnp.asarray(q))), labels
 
 
-def _steps_fn(train_step_fn) -> Callable:
-  """(state, x, ids i32[m, b], key) -> (state, mean metrics): m steps, one scan."""
-
-  def run(state, x, ids, key):
-    def body(s, batch_ids):
-      return train_step_fn(s, train.take(x, batch_ids), key)
-    state, metrics = jax.lax.scan(body, state, ids)
-    return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-
-  return jax.jit(run, donate_argnums=0)
-
-
 def fit(state: DECState, x: np.ndarray, *, key: chex.PRNGKey, max_epochs: float,
         batch_size: int = 256,
-        callback: Callable[[dict, np.ndarray], None] | None = None) -> tuple[DECState, np.ndarray, list[dict]]:
+        callback: Callable[[dict, np.ndarray], None] | None = None,
+        parallel: str | None = None, model_axis: int = 1,
+        mode: str | None = None) -> tuple[DECState, np.ndarray, list[dict]]:
   """DEC / IDEC training from `init_state`'s state.
 
   x: f32[n, ...] the data the targets belong to (state.target: f32[n, k]).
@@ -259,12 +256,21 @@ def fit(state: DECState, x: np.ndarray, *, key: chex.PRNGKey, max_epochs: float,
     raise ValueError(f"batch_size: expected 1..{n}, got {batch_size}")
   if not max_epochs > 0:
     raise ValueError(f"max_epochs: expected > 0, got {max_epochs}")
+  par = parallel_lib.resolve(parallel)
+  if jax.process_count() > 1:
+    raise ValueError(f"parallel: DEC's target refresh needs every example in one "
+                     f"process, got {jax.process_count()} processes")
+  if par != "none":
+    parallel_lib.check_batch_size(
+        batch_size, jax.device_count() // (model_axis if par == "sharded" else 1))
   cfg = state.config
   per_epoch = n // batch_size
   max_steps = max(1, int(round(max_epochs * per_epoch)))
   data_key, step_key = jax.random.split(key)
-  xs = {"x": jnp.asarray(x), "index": jnp.arange(n, dtype=jnp.int32)}
-  run = _steps_fn(train_step)
+  xs = {"x": np.asarray(x), "index": np.arange(n, dtype=np.int32)}
+  runner = train.make_runner(train_step, state, xs, step_key, batch_size=batch_size,
+                             steps=min(cfg.update_interval, max_steps), mode=mode,
+                             parallel=par, model_axis=model_axis)
   idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
 
   def batch_ids(start: int, count: int) -> np.ndarray:
@@ -278,12 +284,15 @@ def fit(state: DECState, x: np.ndarray, *, key: chex.PRNGKey, max_epochs: float,
     return np.concatenate(rows)
 
   _, labels = predict(state, x)
+  state = runner.place(state)
   records: list[dict] = []
   metrics: dict[str, float] = {}
   while True:
-    step = int(state.step)
+    view = runner.host(state)
+    step = int(view.step)
     if step > 0:
-      state, new_labels = refresh_target(state, x)
+      view, new_labels = refresh_target(view, x)
+      state = runner.place(view)
       delta = float(np.mean(new_labels != labels))
       labels = new_labels
     else:
@@ -296,11 +305,10 @@ def fit(state: DECState, x: np.ndarray, *, key: chex.PRNGKey, max_epochs: float,
     if (delta is not None and delta < cfg.tol) or step >= max_steps:
       break
     count = min(cfg.update_interval, max_steps - step)
-    state, m = run(state, xs, jnp.asarray(batch_ids(step, count)), step_key)
-    metrics = {k: float(v) for k, v in jax.device_get(m).items()}
+    state, metrics = runner.run(state, batch_ids(step, count))
     if not all(np.isfinite(v) for v in metrics.values()):
       raise train.TrainingDiverged(int(step / per_epoch) + 1, None, metrics)
-  return state, labels, records
+  return view, labels, records
 
 
 def manifold_cluster(z: np.ndarray, n_clusters: int, *, seed: int,

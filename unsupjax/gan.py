@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from unsupjax.averaging import ema_decay_at, ema_update  # noqa: F401 (re-exported)
+from unsupjax.averaging import ema_decay_at, ema_update  # noqa: F401  (re-exported)
 from unsupjax import gan_nets, parallel
 
 LOSSES = ("minimax", "ns", "hinge", "lsgan", "wgan")

@@ -1,15 +1,30 @@
 """Pictures a run leaves behind: PNG image grids (Pillow), curves and
 scatters (matplotlib, imported only when drawn).
 
+In a multi-process run only process 0 writes a picture (every process
+holds the same values, and two writers of one file could tear it).
+
 Does not offer interactive plotting.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import jax
 import numpy as np
+
+
+def lead_process_only(save: Callable[..., None]) -> Callable[..., None]:
+  """`save` runs on process 0 only. For writers of values already computed:
+  a function that computes with global arrays must run on every process."""
+  @functools.wraps(save)
+  def wrapped(*args, **kwargs) -> None:
+    if jax.process_index() == 0:
+      save(*args, **kwargs)
+  return wrapped
 
 
 def to_uint8_grid(rows: Sequence[np.ndarray], pad: int = 1,
@@ -38,6 +53,7 @@ def to_uint8_grid(rows: Sequence[np.ndarray], pad: int = 1,
   return out
 
 
+@lead_process_only
 def save_image_grid(path: str | os.PathLike, rows: Sequence[np.ndarray],
                     pad: int = 1, target_width: int = 800) -> None:
   """Writes `to_uint8_grid(rows)` as a PNG about `target_width` pixels wide."""
@@ -49,12 +65,14 @@ def save_image_grid(path: str | os.PathLike, rows: Sequence[np.ndarray],
   Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(path)
 
 
+@lead_process_only
 def save_reconstructions(path: str | os.PathLike, originals: np.ndarray,
                          reconstructions: np.ndarray) -> None:
   """Originals f32[m, h, w, c] in the top row, reconstructions below."""
   save_image_grid(path, [np.asarray(originals), np.asarray(reconstructions)])
 
 
+@lead_process_only
 def save_confusion(path: str | os.PathLike, table: np.ndarray, title: str = "") -> None:
   """A contingency table i64[clusters, classes] as an annotated heat map."""
   import matplotlib
@@ -77,6 +95,7 @@ def save_confusion(path: str | os.PathLike, table: np.ndarray, title: str = "") 
   plt.close(fig)
 
 
+@lead_process_only
 def save_scatter(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray,
                  title: str = "") -> None:
   """points: f32[n, 2] coloured by the integer labels colors: i32[n]."""

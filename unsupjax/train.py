@@ -404,18 +404,10 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
                      "'sharded', got 'none'")
   if par == "none":
     local_batch = batch_size
-    # The loop donates the state to each compiled step. Fresh buffers keep
-    # the caller's state valid after fit returns, and a state whose leaves
-    # share a buffer (an EMA initialised to the parameters themselves) from
-    # being donated twice.
-    state = jax.tree.map(lambda a: jnp.array(a, copy=True) if isinstance(a, jax.Array)
-                         else a, state)
   else:
     if batch_size < 1:
       raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
     n_split = jax.device_count() // (model_axis if par == "sharded" else 1)
-    if par == "pmap" and model_axis != 1:
-      raise ValueError(f"model_axis: only 'sharded' splits parameters, got {model_axis} with 'pmap'")
     par_lib.check_batch_size(batch_size, n_split)
     local_batch = batch_size // nproc
   if local_batch < 1 or local_batch > n:
@@ -428,9 +420,8 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
     raise ValueError("resume: needs a workdir to resume from")
   if mode is not None and mode not in MODES:
     raise ValueError(f"mode: expected one of {MODES} or None, got {mode!r}")
-  if par == "pmap" and mode == "scan":
-    raise ValueError("mode: 'scan' is not available with parallel='pmap'; use "
-                     "'loop' or 'stream' (or parallel='sharded')")
+  if par == "pmap" and model_axis != 1:
+    raise ValueError(f"model_axis: only 'sharded' splits parameters, got {model_axis} with 'pmap'")
   if nproc > 1 and mode not in (None, "stream"):
     raise ValueError(f"mode: a run over {nproc} processes streams each process's "
                      f"own data ('stream'), got {mode!r}")
@@ -438,15 +429,26 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
   if not lead:
     log, progress = (lambda s: None), False
 
-  # The state's placement: one device ('none'), or a mesh ('sharded'; also
-  # where 'pmap' checkpoints live, so that orbax writes replicated arrays
-  # once across processes).
-  mesh = st_sh = rep = None
-  if par != "none":
-    mesh = par_lib.make_mesh(model_axis if par == "sharded" else 1)
-    st_sh = par_lib.state_sharding(state, mesh)
-    rep = par_lib.replicated(mesh)
-    state = par_lib.put_state(state, st_sh)
+  data_key, step_key = jax.random.split(key)
+  idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
+  steps_per_epoch = n // local_batch
+
+  # Compile once, up front, and time it.
+  t0 = time.perf_counter()
+  runner = make_runner(train_step, state, train_x, step_key, batch_size=local_batch,
+                       steps=steps_per_epoch, mode=mode, parallel=par,
+                       model_axis=model_axis)
+  state = runner.place(state)
+  compiled_eval = None
+  if eval_step is not None and eval_x is not None:
+    eb, emask = _pad_batches(eval_x, min(eval_batch_size, num_examples(eval_x)))
+    if par == "sharded":
+      rep = par_lib.replicated(par_lib.make_mesh(model_axis))
+      eb, emask = par_lib.put_state((eb, emask), (rep, rep))
+    else:
+      eb, emask = jax.device_put(eb), jax.device_put(emask)
+    compiled_eval = compiled_eval_fn(eval_step, runner.host(state), eb, emask)
+  compile_seconds = time.perf_counter() - t0
 
   workdir = pathlib.Path(workdir) if workdir is not None else None
   ckpt = None
@@ -458,7 +460,8 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
     ckpt = Checkpointer(workdir / CHECKPOINT_DIR, max_to_keep=max_to_keep)
     latest = ckpt.latest_epoch()
     if resume and latest is not None:
-      state, meta = ckpt.restore(latest, state)
+      restored, meta = ckpt.restore(latest, runner.saved(runner.host(state)))
+      state = runner.place(restored)
       start_epoch = int(meta["epoch"])
       log(f"resumed from epoch {start_epoch} in {workdir}")
     # Keep only the records the restored state had seen.
@@ -468,39 +471,6 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
         for rec in kept:
           f.write(json.dumps(rec) + "\n")
 
-  data_key, step_key = jax.random.split(key)
-  if mode is None and (nproc > 1 or not _fits_on_device(_nbytes(train_x))):
-    mode = "stream"
-  if mode is None and par == "pmap":
-    mode = "loop"
-
-  # Compile once, up front, and time it.
-  t0 = time.perf_counter()
-  if par == "none":
-    mode, run_epoch = _compile_single(train_step, state, train_x, data_key,
-                                      step_key, batch_size, mode)
-  elif par == "sharded":
-    mode, run_epoch = _compile_sharded(train_step, state, train_x, data_key,
-                                       step_key, local_batch, mode, mesh,
-                                       st_sh, rep)
-  else:
-    state, run_epoch = _compile_pmap(train_step, state, train_x, data_key,
-                                     step_key, local_batch, mode)
-  compiled_eval = None
-  if eval_step is not None and eval_x is not None:
-    eb, emask = _pad_batches(eval_x, min(eval_batch_size, num_examples(eval_x)))
-    if par == "sharded":
-      eb, emask = par_lib.put_state((eb, emask), (rep, rep))
-    else:
-      eb, emask = jax.device_put(eb), jax.device_put(emask)
-    eval_state = par_lib.unreplicate(state) if par == "pmap" else state
-    compiled_eval = compiled_eval_fn(eval_step, eval_state, eb, emask)
-  compile_seconds = time.perf_counter() - t0
-
-  def for_host(state):
-    """The state as the caller sees it (pmap: one device's copy)."""
-    return par_lib.unreplicate(state) if par == "pmap" else state
-
   metrics_path = workdir / METRICS_FILE if (workdir is not None and lead) else None
   last_saved = start_epoch if (ckpt is not None and start_epoch > 0) else None
   bar = tqdm(total=epochs, initial=start_epoch, desc=desc, unit="epoch",
@@ -508,9 +478,10 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
   try:
     for epoch in range(start_epoch + 1, epochs + 1):
       t_epoch = time.perf_counter()
-      state, train_metrics = run_epoch(state, epoch)
+      ids = idx_fn(data_key, epoch, n, local_batch)
+      state, train_metrics = runner.run(state, ids)
       epoch_seconds = time.perf_counter() - t_epoch
-      view = for_host(state)
+      view = runner.host(state)
 
       record: dict[str, Any] = {"epoch": epoch,
                                 "step": int(jax.device_get(view.step))}
@@ -533,8 +504,7 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
         with open(metrics_path, "a") as f:
           f.write(json.dumps(record) + "\n")
       if ckpt is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
-        saved = par_lib.put_state(view, st_sh) if par == "pmap" else state
-        ckpt.save(epoch, saved, {"epoch": epoch, "step": record["step"]})
+        ckpt.save(epoch, runner.saved(view), {"epoch": epoch, "step": record["step"]})
         last_saved = epoch
       history.append(record)
       bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
@@ -544,7 +514,7 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
     bar.close()
     if ckpt is not None:
       ckpt.close()
-  return FitResult(for_host(state), history, compile_seconds,
+  return FitResult(runner.host(state), history, compile_seconds,
                    time.perf_counter() - t_start, start_epoch)
 
 
@@ -552,159 +522,153 @@ def _mean_of_steps(sums, count: int) -> dict[str, float]:
   return _to_python(jax.tree.map(lambda s: s / count, sums))
 
 
-def _compile_single(train_step, state, train_x, data_key, step_key,
-                    batch_size: int, mode: str | None):
-  """(mode, run_epoch(state, epoch) -> (state, metrics)) on one device."""
-  n = num_examples(train_x)
+class StepRunner(NamedTuple):
+  """A train step compiled for one placement, run over given batches.
+
+  Built by `make_runner`; `fit` drives it one epoch at a time, and loops with
+  their own schedule (DEC's target refreshes) drive it the same way.
+
+    mode: 'scan', 'loop' or 'stream' (see `fit`).
+    run(state, ids) -> (state, dict of the steps' mean metrics, floats):
+      ids int[m, batch] are rows of train_x, one row of ids per step, in
+      order ('scan' runs all m steps as one compiled `lax.scan`).
+    place(state): a state as the caller holds it -> where the steps want it
+      (fresh buffers on one device, the mesh for 'sharded', one copy per
+      device for 'pmap'). Every state passed to `run` went through it.
+    host(state): a placed state -> as the caller sees it (pmap: one copy).
+    saved(view): `host`'s view -> what checkpoints hold (arrays on the mesh
+      with multiple devices, so orbax writes replicated arrays once). Taken
+      from the view, so a multi-process pmap state is unreplicated once.
+  """
+  mode: str
+  run: Callable
+  place: Callable
+  host: Callable
+  saved: Callable
+
+
+def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
+                batch_size: int, steps: int, mode: str | None = None,
+                parallel: str = "none", model_axis: int = 1) -> StepRunner:
+  """Compiles `train_step` to run over batches of `train_x` (see `StepRunner`).
+
+  batch_size: rows per step taken from this process's train_x (the global
+  batch over processes is their concatenation). steps: the usual number of
+  steps per `run` call, compiled up front for 'scan' (another count
+  compiles on first use). mode: as in `fit`; None decides from a trace of
+  the step. parallel: 'none', 'pmap' or 'sharded' (not None: resolve it
+  with `parallel.resolve`). The step key is passed unchanged to every step.
+  """
+  from unsupjax import parallel as par_lib
+
+  if parallel not in par_lib.MODES:
+    raise ValueError(f"parallel: expected one of {par_lib.MODES}, got {parallel!r}")
+  multi = jax.process_count() > 1
+
+  def fresh(tree):
+    # The steps donate the state: fresh buffers keep the caller's state
+    # valid, and stop a state whose leaves share a buffer (an EMA
+    # initialised to the parameters) from being donated twice.
+    return jax.tree.map(lambda a: jnp.array(a, copy=True) if isinstance(a, jax.Array)
+                        else a, tree)
+
+  identity = lambda t: t
+  if parallel == "none":
+    step, key = train_step, step_key
+    put_x, put_ids, put_batch = jax.device_put, identity, jax.device_put
+    jit = lambda f, n_args: jax.jit(f, donate_argnums=0)
+    place, host, saved, get_metrics = fresh, identity, identity, identity
+  elif parallel == "sharded":
+    mesh = par_lib.make_mesh(model_axis)
+    st_sh, rep = par_lib.state_sharding(state, mesh), par_lib.replicated(mesh)
+    step = lambda st, b, k: train_step(st, par_lib.constrain_batch(b, mesh), k)
+    key = par_lib.put_state(step_key, rep)
+    put_x = put_ids = lambda a: jax.device_put(a, rep)
+    put_batch = lambda b: par_lib.shard_batch(b, mesh)
+    jit = lambda f, n_args: jax.jit(f, donate_argnums=0, out_shardings=(st_sh, rep))
+    place = lambda st: par_lib.put_state(st, st_sh)
+    host, saved, get_metrics = identity, identity, identity
+  else:
+    if not par_lib.accepts_axis_name(train_step):
+      par_lib.pmap_step(train_step)  # raises the error that explains why
+    if mode == "scan":
+      raise ValueError("mode: 'scan' is not available with parallel='pmap'; use "
+                       "'loop' or 'stream' (or parallel='sharded')")
+    d = jax.local_device_count()
+    ax = par_lib.DATA_AXIS
+    # Checkpoints live on a mesh (model axis 1), so that orbax writes the
+    # replicated arrays once across processes.
+    st_sh = par_lib.state_sharding(state, par_lib.make_mesh(1))
+    step = lambda st, b, k: train_step(st, b, k, axis_name=ax)
+    key = step_key
+    put_x = par_lib.replicate
+    put_ids = lambda ids: ids.reshape(d, -1)
+    put_batch = lambda b: par_lib.split_batch(b, d)
+    jit = lambda f, n_args: jax.pmap(f, axis_name=ax, in_axes=(0,) * (n_args - 1) + (None,),
+                                     donate_argnums=(0,))
+    place = lambda st: par_lib.replicate(jax.tree.map(
+        lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, st))
+    host = par_lib.unreplicate
+    saved = lambda view: par_lib.put_state(view, st_sh)
+    get_metrics = par_lib.unreplicate
+
+  # The compile's example (a placed copy is freed when this returns).
+  placed = state if parallel == "none" else place(state)
+  zeros = lambda *shape: np.zeros(shape, np.int32)
+  if mode is None and (multi or not _fits_on_device(_nbytes(train_x))):
+    mode = "stream"
+  if mode is None and parallel == "pmap":
+    mode = "loop"
   x_dev = None
   if mode in (None, "scan"):
-    x_dev = jax.device_put(train_x)
-    epoch_fn = jax.jit(make_epoch_fn(train_step, batch_size), donate_argnums=0)
-    traced = epoch_fn.trace(state, x_dev, data_key, step_key, jnp.int32(0))
+    x_dev = put_x(train_x)
+
+    def steps_fn(st, x, ids, k):
+      def body(st, row):
+        return step(st, take(x, row), k)
+      st, metrics = jax.lax.scan(body, st, ids)
+      return st, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+    scan_jit = jit(steps_fn, 4)
+    traced = scan_jit.trace(placed, x_dev, put_ids(zeros(steps, batch_size)), key)
     if mode is None:  # decided from this trace, so the step is traced once
       mode = _on_device_mode(traced.jaxpr.jaxpr)
     if mode == "scan":
-      compiled_epoch = traced.lower().compile()
+      programs = {steps: traced.lower().compile()}
 
-      def run_epoch(state, epoch):
-        state, m = compiled_epoch(state, x_dev, data_key, step_key, jnp.int32(epoch))
-        return state, _to_python(m)
-      return mode, run_epoch
-  idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
+      def run(st, ids):
+        m = int(np.shape(ids)[0])
+        if m not in programs:
+          programs[m] = scan_jit.lower(st, x_dev, put_ids(ids), key).compile()
+        st, metrics = programs[m](st, x_dev, put_ids(ids), key)
+        return st, _to_python(metrics)
+
+      return StepRunner(mode, run, place, host, saved)
+
   if mode == "loop":
-    x_dev = jax.device_put(train_x) if x_dev is None else x_dev
-    gather_step = jax.jit(
-        lambda st, x, ids, k: train_step(st, take(x, ids), k), donate_argnums=0)
-    compiled_step = gather_step.lower(
-        state, x_dev, jnp.zeros((batch_size,), jnp.int32), step_key).compile()
+    x_dev = put_x(train_x) if x_dev is None else x_dev
+    one = jit(lambda st, x, ids, k: step(st, take(x, ids), k), 4)
+    example = (placed, x_dev, put_ids(zeros(batch_size)), key)
   else:
-    compiled_step = jax.jit(train_step, donate_argnums=0).lower(
-        state, jax.tree.map(lambda a: jnp.asarray(a[:batch_size]), train_x),
-        step_key).compile()
+    one = jit(step, 3)
+    example = (placed, put_batch(jax.tree.map(lambda a: np.asarray(a[:batch_size]),
+                                              train_x)), key)
+  # Over several processes an AOT-compiled pmap wants global arrays; the
+  # pmapped function itself takes each process's local ones (and compiles
+  # on its first call, once).
+  compiled = one if (multi and parallel == "pmap") else one.lower(*example).compile()
+  del placed, example
 
-  def run_epoch(state, epoch):
-    idx = idx_fn(data_key, epoch, n, batch_size)
-    if mode == "stream":
-      idx = np.asarray(idx)
+  def run(st, ids):
+    ids = np.asarray(ids)
     sums = None
-    for ids in idx:
+    for row in ids:
       if mode == "loop":
-        state, m = compiled_step(state, x_dev, ids, step_key)
+        st, metrics = compiled(st, x_dev, put_ids(row), key)
       else:
-        state, m = compiled_step(
-            state, jax.device_put(jax.tree.map(lambda a: a[ids], train_x)), step_key)
-      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-    return state, _mean_of_steps(sums, len(idx))
+        st, metrics = compiled(st, put_batch(jax.tree.map(lambda a: a[row], train_x)), key)
+      metrics = get_metrics(metrics)
+      sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+    return st, _mean_of_steps(sums, len(ids))
 
-  return mode, run_epoch
-
-
-def _compile_sharded(train_step, state, train_x, data_key, step_key,
-                     local_batch: int, mode: str | None, mesh, st_sh, rep):
-  """(mode, run_epoch) for jit over `mesh`, the batch split along 'data'.
-
-  Batches are `batch_indices(data_key, epoch, n_local, local_batch)` rows of
-  each process's data, concatenated in process order: with one process,
-  exactly the one-device batches.
-  """
-  from unsupjax import parallel as par_lib
-
-  n = num_examples(train_x)
-  step = lambda st, b, k: train_step(st, par_lib.constrain_batch(b, mesh), k)
-  g_step_key = par_lib.put_state(step_key, rep)
-  x_dev = None
-  if mode in (None, "scan"):
-    x_dev = jax.device_put(train_x, rep)
-    epoch_fn = jax.jit(make_epoch_fn(step, local_batch), donate_argnums=0,
-                       out_shardings=(st_sh, rep))
-    traced = epoch_fn.trace(state, x_dev, data_key, g_step_key, jnp.int32(0))
-    if mode is None:
-      mode = _on_device_mode(traced.jaxpr.jaxpr)
-    if mode == "scan":
-      compiled_epoch = traced.lower().compile()
-
-      def run_epoch(state, epoch):
-        state, m = compiled_epoch(state, x_dev, data_key, g_step_key,
-                                  jnp.int32(epoch))
-        return state, _to_python(m)
-      return mode, run_epoch
-  idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
-  if mode == "loop":
-    x_dev = jax.device_put(train_x, rep) if x_dev is None else x_dev
-    gather_step = jax.jit(lambda st, x, ids, k: step(st, take(x, ids), k),
-                          donate_argnums=0, out_shardings=(st_sh, rep))
-    compiled_step = gather_step.lower(
-        state, x_dev, jax.device_put(jnp.zeros((local_batch,), jnp.int32), rep),
-        g_step_key).compile()
-  else:
-    compiled_step = jax.jit(step, donate_argnums=0, out_shardings=(st_sh, rep)).lower(
-        state, par_lib.shard_batch(jax.tree.map(lambda a: a[:local_batch], train_x), mesh),
-        g_step_key).compile()
-
-  def run_epoch(state, epoch):
-    idx = np.asarray(idx_fn(data_key, epoch, n, local_batch))
-    sums = None
-    for ids in idx:
-      if mode == "loop":
-        state, m = compiled_step(state, x_dev, jax.device_put(ids, rep), g_step_key)
-      else:
-        state, m = compiled_step(
-            state, par_lib.shard_batch(jax.tree.map(lambda a: a[ids], train_x), mesh),
-            g_step_key)
-      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-    return state, _mean_of_steps(sums, len(idx))
-
-  return mode, run_epoch
-
-
-def _compile_pmap(train_step, state, train_x, data_key, step_key,
-                  local_batch: int, mode: str):
-  """(replicated state, run_epoch) for pmap over this process's devices.
-
-  The process's batch (rows `batch_indices(data_key, epoch, n_local,
-  local_batch)`) is split into equal consecutive parts, one per device.
-  """
-  from unsupjax import parallel as par_lib
-
-  if not par_lib.accepts_axis_name(train_step):
-    par_lib.pmap_step(train_step)  # raises the error that explains why
-  n = num_examples(train_x)
-  d = jax.local_device_count()
-  per_device = local_batch // d
-  ax = par_lib.DATA_AXIS
-  local = jax.tree.map(lambda a: a.addressable_data(0), state)
-  state_r = par_lib.replicate(local)
-  idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
-  if mode == "loop":
-    x_rep = par_lib.replicate(train_x)
-    gather = jax.pmap(
-        lambda st, x, ids, k: train_step(st, take(x, ids), k, axis_name=ax),
-        axis_name=ax, in_axes=(0, 0, 0, None), donate_argnums=(0,))
-    example = (state_r, x_rep, np.zeros((d, per_device), np.int32), step_key)
-  else:
-    gather = par_lib.pmap_step(train_step, ax)
-    example = (state_r, par_lib.split_batch(
-        jax.tree.map(lambda a: np.asarray(a[:local_batch]), train_x), d), step_key)
-  if jax.process_count() == 1:
-    compiled_step = gather.lower(*example).compile()
-  else:
-    # Over several processes an AOT-compiled pmap wants global arrays; the
-    # pmapped function itself takes each process's local ones (and compiles
-    # on its first call, once).
-    compiled_step = gather
-
-  def run_epoch(state, epoch):
-    idx = np.asarray(idx_fn(data_key, epoch, n, local_batch))
-    sums = None
-    for ids in idx:
-      if mode == "loop":
-        state, m = compiled_step(state, x_rep, ids.reshape(d, per_device), step_key)
-      else:
-        state, m = compiled_step(
-            state, par_lib.split_batch(jax.tree.map(lambda a: a[ids], train_x), d),
-            step_key)
-      m = par_lib.unreplicate(m)
-      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-    return state, _mean_of_steps(sums, len(idx))
-
-  return state_r, run_epoch
+  return StepRunner(mode, run, place, host, saved)

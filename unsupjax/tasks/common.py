@@ -283,6 +283,10 @@ def setup_compile_cache(args: argparse.Namespace) -> None:
 
 
 def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
+  """summary.json, written atomically, by process 0 of a multi-process run."""
+  import jax
+  if jax.process_index() != 0:
+    return
   tmp = workdir / (SUMMARY_FILE + ".tmp")
   tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
   os.replace(tmp, workdir / SUMMARY_FILE)

@@ -153,6 +153,11 @@ def make_task(method: str) -> SimpleNamespace:
             "n2d: needs umap-learn: pip install 'unsupjax[cluster]'") from None
     if args.pretrained is not None and args.resume:
       raise common.UsageError("--resume: not with --pretrained (nothing is pretrained here)")
+    if jax.process_count() > 1:
+      raise common.UsageError(
+          f"--num-processes: {method} clusters every example in one process (its "
+          f"targets and k-means see the whole data set); got {jax.process_count()} "
+          "processes. Use --parallel on one host's devices instead")
 
   def ae_config(args) -> autoencoder.AEConfig:
     return autoencoder.AEConfig(
@@ -257,7 +262,7 @@ def make_task(method: str) -> SimpleNamespace:
           epochs=args.pretrain_epochs, batch_size=args.batch_size, workdir=workdir,
           checkpoint_every=args.checkpoint_every, resume=args.resume,
           progress=not args.no_progress, desc=f"{method} pretrain {args.dataset}",
-          epoch_callback=pretrain_callback)
+          epoch_callback=pretrain_callback, **common.fit_parallel(args))
       ae_state = pretrain_result.state
     elif metrics_path.exists():
       metrics_path.unlink()
@@ -293,7 +298,8 @@ def make_task(method: str) -> SimpleNamespace:
         log({"phase": method, **record, **report(y, refreshed)})
 
       dstate, labels, records = dc.fit(dstate, x, key=dec_key, max_epochs=args.epochs,
-                                       batch_size=args.batch_size, callback=on_refresh)
+                                       batch_size=args.batch_size, callback=on_refresh,
+                                       **common.fit_parallel(args))
       extra.update({"cluster_steps": int(dstate.step), "refreshes": len(records) - 1,
                     "stopped_by_tol": bool(records[-1]["delta_label"] is not None
                                           and records[-1]["delta_label"] < dconf.tol),
