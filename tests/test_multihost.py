@@ -55,15 +55,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory):
-  root = tmp_path_factory.mktemp("multihost")
-  from conftest import fake_devices_env
-  env = fake_devices_env(2)
-  port = str(_free_port())
-  procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), port, str(root)],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+def _run_together(commands, env, cwd) -> list[tuple[str, str]]:
+  """Runs the commands at once (the processes of one run); their (stdout,
+  stderr) once all exited 0. A hang kills them all after 600 s."""
+  procs = [subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for c in commands]
   outs = []
   for p in procs:
     try:
@@ -74,6 +70,17 @@ def two_processes(tmp_path_factory):
       raise
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, out + err[-6000:]
+  return outs
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+  root = tmp_path_factory.mktemp("multihost")
+  from conftest import fake_devices_env
+  env = fake_devices_env(2)
+  port = str(_free_port())
+  _run_together([[sys.executable, "-c", WORKER, str(i), port, str(root)]
+                 for i in range(2)], env, ROOT)
   return root
 
 
@@ -136,19 +143,8 @@ def test_cli_two_processes(tmp_path):
   args = ["train", "ae", "--epochs", "2", "--hidden", "32", "--latent-dim", "8",
           "--batch-size", "64", "--no-progress", "--workdir", "run",
           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-  procs = [subprocess.Popen([sys.executable, "-m", "unsupjax", *args, "--process-id",
-                             str(i)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
-  outs = []
-  for p in procs:
-    try:
-      outs.append(p.communicate(timeout=600))
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
-  for p, (out, err) in zip(procs, outs):
-    assert p.returncode == 0, out + err[-6000:]
+  outs = _run_together([[sys.executable, "-m", "unsupjax", *args, "--process-id", str(i)]
+                        for i in range(2)], env, tmp_path)
   # The same numbers on both processes (the timings after them differ).
   lines = [out.strip().splitlines()[-1].split(" (")[0] for out, _ in outs]
   assert lines[0] == lines[1] and lines[0].startswith("ae on digits: test MSE"), lines

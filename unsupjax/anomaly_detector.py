@@ -32,7 +32,6 @@ Does not offer: supervised training (labels are only ever used by
 
 from __future__ import annotations
 
-import csv
 import math
 import pathlib
 from typing import Any
@@ -41,6 +40,7 @@ import jax
 import numpy as np
 
 from unsupjax import anomaly, autoencoder, train, vae
+from unsupjax.data import CSVError, csv_column, read_csv_rows
 
 
 # The threshold rule when neither contamination nor target_fpr is given
@@ -222,10 +222,6 @@ class AnomalyDetector:
 # Numeric CSV tables.
 
 
-class CSVError(ValueError):
-  """A CSV file cannot be used as a numeric table; the message says why."""
-
-
 def read_numeric_csv(path: str | pathlib.Path, label_column: str | None = None,
                      drop_columns: tuple[str, ...] = ()
                      ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
@@ -237,20 +233,7 @@ def read_numeric_csv(path: str | pathlib.Path, label_column: str | None = None,
   the first line numbers), not silently dropped: imputing them is a
   modelling decision the user should make.
   """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise CSVError(f"expected an existing CSV file, got {str(path)!r}")
-  with open(path, newline="") as f:
-    reader = csv.reader(f)
-    try:
-      header = [h.strip() for h in next(reader)]
-    except StopIteration:
-      raise CSVError(f"{path} is empty (expected a header row)") from None
-    rows = [r for r in reader if r]
-  if not rows:
-    raise CSVError(f"{path} has a header but no data rows")
-  if len(set(header)) != len(header):
-    raise CSVError(f"{path}: duplicate column names in the header {header}")
+  header, rows = read_csv_rows(path)
   for name in ((label_column,) if label_column else ()) + tuple(drop_columns):
     if name not in header:
       raise CSVError(f"column {name!r} not found; the columns are {header}")
@@ -263,19 +246,10 @@ def read_numeric_csv(path: str | pathlib.Path, label_column: str | None = None,
     raise CSVError(f"{path}: no feature columns left after removing the label and "
                    f"dropped columns")
   cols = {h: i for i, h in enumerate(header)}
-  x = np.empty((len(rows), len(features)), np.float64)
-  for j, name in enumerate(features):
-    c = cols[name]
-    for i, r in enumerate(rows):
-      v = r[c].strip()
-      if v == "":
-        x[i, j] = np.nan
-        continue
-      try:
-        x[i, j] = float(v)
-      except ValueError:
-        raise CSVError(f"column {name!r} is not numeric: {v!r} at line {i + 2} (drop it "
-                       f"with --drop-columns, or encode it as numbers)") from None
+  try:
+    x = np.stack([csv_column(rows, cols[name], name) for name in features], axis=1)
+  except CSVError as e:
+    raise CSVError(f"{e} (drop it with --drop-columns, or encode it as numbers)") from None
   nan_rows = np.nonzero(~np.isfinite(x).all(axis=1))[0]
   if nan_rows.size:
     raise CSVError(f"{nan_rows.size} rows have missing, NaN or infinite values (first at "

@@ -10,6 +10,10 @@ Offers:
     so a second load skips PNG decoding.
   * `epoch_permutation(key, epoch, n)`: the keyed example order of an epoch.
   * `batch_indices(...)`: that order cut into whole batches.
+  * `read_csv_rows` / `csv_column`: a CSV file with a header row as text
+    rows, and one column of it as float64 with missing cells as NaN: the
+    shared reading under `unsupjax kmeans --csv` and `unsupjax anomaly
+    --csv`, whose policies differ (skip incomplete rows or reject them).
 
 Does not offer: data augmentation (model modules draw their own corruption
 from keys), or streaming of datasets larger than host memory (the training
@@ -19,7 +23,9 @@ reader).
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import math
 import os
 import pathlib
 from typing import NamedTuple
@@ -262,3 +268,52 @@ def batch_indices(key: jax.Array, epoch: int | jax.Array, n: int,
   steps = n // batch_size
   perm = epoch_permutation(key, epoch, n)
   return perm[: steps * batch_size].reshape(steps, batch_size)
+
+
+# --------------------------------------------------------------------------
+# CSV files.
+
+MISSING_CELLS = ("", "na", "nan", "null", "none")
+
+
+class CSVError(ValueError):
+  """A CSV file cannot be used as a numeric table; the message says why."""
+
+
+def read_csv_rows(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
+  """(column names, data rows as lists of cell strings) of a CSV file whose
+  first row names the columns. Blank rows are skipped. CSVError for a file
+  that does not exist, is empty, has no data rows or repeats a column name."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise CSVError(f"expected an existing CSV file, got {str(path)!r}")
+  with open(path, newline="") as f:
+    reader = csv.reader(f)
+    try:
+      header = [h.strip() for h in next(reader)]
+    except StopIteration:
+      raise CSVError(f"{path} is empty (expected a header row)") from None
+    rows = [r for r in reader if any(cell.strip() for cell in r)]
+  if not rows:
+    raise CSVError(f"{path} has a header but no data rows")
+  if len(set(header)) != len(header):
+    raise CSVError(f"{path}: duplicate column names in the header {header}")
+  return header, rows
+
+
+def csv_column(rows: list[list[str]], j: int, name: str) -> np.ndarray:
+  """Column j of `read_csv_rows`' rows as f64[n]: missing cells (empty,
+  NA, NaN, null, none, or absent from a short row) are NaN. CSVError naming
+  the column, the value and its line (the header is line 1; blank lines
+  are not counted) for a cell that is not a number."""
+  out = np.empty(len(rows), np.float64)
+  for i, r in enumerate(rows):
+    cell = r[j].strip() if j < len(r) else ""
+    if cell.lower() in MISSING_CELLS:
+      out[i] = math.nan
+      continue
+    try:
+      out[i] = float(cell)
+    except ValueError:
+      raise CSVError(f"column {name!r} is not numeric: {cell!r} at line {i + 2}") from None
+  return out

@@ -109,33 +109,23 @@ def _check_args(args: argparse.Namespace) -> str:
 
 
 def _read_csv(path: str, columns: list[str] | None):
-  """(x f64[n, d], names, kept row numbers, skipped row numbers)."""
-  with open(path, newline="") as f:
-    reader = csv.reader(f)
-    try:
-      header = [h.strip() for h in next(reader)]
-    except StopIteration:
-      raise UsageError(f"--csv: {path} is empty") from None
-    rows = [r for r in reader if any(cell.strip() for cell in r)]
-  if not rows:
-    raise UsageError(f"--csv: {path} has a header but no data rows")
+  """(x f64[n, d], names, kept row numbers, skipped row numbers): the numeric
+  columns (or `columns`), rows with a missing value skipped (and reported)."""
+  from unsupjax import data as data_lib
+  try:
+    header, rows = data_lib.read_csv_rows(path)
+  except data_lib.CSVError as e:
+    raise UsageError(f"--csv: {e}") from None
 
-  def number(cell: str) -> float:
-    cell = cell.strip()
-    if cell == "" or cell.lower() in ("na", "nan", "null", "none"):
-      return math.nan
-    return float(cell)
-
-  def numeric(j: int) -> bool:
+  def column(j: int) -> np.ndarray | None:
     try:
-      [number(r[j]) if j < len(r) else math.nan for r in rows]
-      return True
-    except ValueError:
-      return False
+      return data_lib.csv_column(rows, j, header[j])
+    except data_lib.CSVError:
+      return None
 
   if columns is None:
-    use = [j for j in range(len(header)) if numeric(j)]
-    if not use:
+    values = {j: v for j in range(len(header)) if (v := column(j)) is not None}
+    if not values:
       raise UsageError(f"--csv: {path} has no numeric column (columns: "
                        f"{', '.join(header)})")
   else:
@@ -143,15 +133,14 @@ def _read_csv(path: str, columns: list[str] | None):
     if missing:
       raise UsageError(f"--columns: {', '.join(missing)} not in {path} "
                        f"(columns: {', '.join(header)})")
-    use = [header.index(c) for c in columns]
-    bad = [header[j] for j in use if not numeric(j)]
+    values = {header.index(c): column(header.index(c)) for c in columns}
+    bad = [header[j] for j, v in values.items() if v is None]
     if bad:
       raise UsageError(f"--columns: expected numeric columns, {', '.join(bad)} "
                        "holds text")
-  x = np.array([[number(r[j]) if j < len(r) else math.nan for j in use]
-                for r in rows], np.float64)
+  x = np.stack(list(values.values()), axis=1)
   ok = np.isfinite(x).all(axis=1)
-  return x[ok], [header[j] for j in use], np.nonzero(ok)[0], np.nonzero(~ok)[0]
+  return x[ok], [header[j] for j in values], np.nonzero(ok)[0], np.nonzero(~ok)[0]
 
 
 def _load(args: argparse.Namespace, kind: str) -> dict[str, Any]:
