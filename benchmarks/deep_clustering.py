@@ -77,7 +77,8 @@ def main() -> None:
   p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                  help="methods to run (cached runs of the others are reported too)")
-  p.add_argument("--pretrain-epochs", type=int, default=40)
+  p.add_argument("--pretrain-epochs", type=int, default=200,
+                 help="autoencoder pretraining epochs (the Keras DEC recipe: 200)")
   p.add_argument("--epochs", type=int, default=10,
                  help="most epochs of the DEC / IDEC clustering phase")
   p.add_argument("--kmeans-init", type=int, default=3, help="restarts of raw k-means")
