@@ -110,16 +110,28 @@ def make_epoch_fn(train_step: TrainStep, batch_size: int) -> Callable:
   inside an epoch.
   """
 
+  steps_fn = make_steps_fn(train_step)
+
   def epoch_fn(state, x, data_key, step_key, epoch):
     idx = data_lib.batch_indices(data_key, epoch, num_examples(x), batch_size)
-
-    def body(state, ids):
-      return train_step(state, take(x, ids), step_key)
-
-    state, metrics = jax.lax.scan(body, state, idx)
-    return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+    return steps_fn(state, x, idx, step_key)
 
   return epoch_fn
+
+
+def make_steps_fn(train_step: TrainStep) -> Callable:
+  """(state, x, ids int[m, b], key) -> (state, mean metrics): m steps as one
+  `lax.scan`, step i gathering its batch x[ids[i]] on device (x an array or
+  a pytree of arrays sharing the leading axis)."""
+
+  def steps_fn(state, x, ids, key):
+    def body(state, row):
+      return train_step(state, take(x, row), key)
+
+    state, metrics = jax.lax.scan(body, state, ids)
+    return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+  return steps_fn
 
 
 def take(x, ids):
@@ -622,14 +634,7 @@ def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
   x_dev = None
   if mode in (None, "scan"):
     x_dev = put_x(train_x)
-
-    def steps_fn(st, x, ids, k):
-      def body(st, row):
-        return step(st, take(x, row), k)
-      st, metrics = jax.lax.scan(body, st, ids)
-      return st, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-
-    scan_jit = jit(steps_fn, 4)
+    scan_jit = jit(make_steps_fn(step), 4)
     traced = scan_jit.trace(placed, x_dev, put_ids(zeros(steps, batch_size)), key)
     if mode is None:  # decided from this trace, so the step is traced once
       mode = _on_device_mode(traced.jaxpr.jaxpr)
@@ -637,10 +642,10 @@ def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
       programs = {steps: traced.lower().compile()}
 
       def run(st, ids):
-        m = int(np.shape(ids)[0])
+        m, ids = int(np.shape(ids)[0]), put_ids(ids)
         if m not in programs:
-          programs[m] = scan_jit.lower(st, x_dev, put_ids(ids), key).compile()
-        st, metrics = programs[m](st, x_dev, put_ids(ids), key)
+          programs[m] = scan_jit.lower(st, x_dev, ids, key).compile()
+        st, metrics = programs[m](st, x_dev, ids, key)
         return st, _to_python(metrics)
 
       return StepRunner(mode, run, place, host, saved)
