@@ -29,7 +29,8 @@ generates the whole batch's noise, a small cost next to the network).
 Also `resolve` (the `--parallel` flag: None means 'sharded' when more than
 one device is visible), `make_mesh`, `shard_batch`, `initialize_distributed`
 (`jax.distributed.initialize` from flags or the cloud-TPU environment) and
-`process_shard` (the rows a process reads).
+`process_shard` (the rows a process reads) and `lead_process_only` (a file
+writer that runs on process 0 alone).
 
 Does not offer: pipeline or tensor parallelism inside a layer beyond
 splitting parameter matrices along 'model', cross-device batch statistics
@@ -318,6 +319,17 @@ def initialize_distributed(coordinator: str | None = None,
   jax.distributed.initialize(coordinator_address=coordinator,
                              num_processes=num_processes, process_id=process_id)
   return True
+
+
+def lead_process_only(write: Callable[..., None]) -> Callable[..., None]:
+  """`write` runs on process 0 only (a no-op elsewhere): for writers of a
+  run's files from values every process holds. A function that computes
+  with global arrays must still run on every process."""
+  @functools.wraps(write)
+  def wrapped(*args, **kwargs) -> None:
+    if jax.process_index() == 0:
+      write(*args, **kwargs)
+  return wrapped
 
 
 def process_shard(n: int, process_index: int | None = None,

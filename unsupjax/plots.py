@@ -2,29 +2,22 @@
 scatters (matplotlib, imported only when drawn).
 
 In a multi-process run only process 0 writes a picture (every process
-holds the same values, and two writers of one file could tear it).
+holds the same values, and two writers of one file could tear it;
+`parallel.lead_process_only`).
 
 Does not offer interactive plotting.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import jax
 import numpy as np
 
+from unsupjax.parallel import lead_process_only
 
-def lead_process_only(save: Callable[..., None]) -> Callable[..., None]:
-  """`save` runs on process 0 only. For writers of values already computed:
-  a function that computes with global arrays must run on every process."""
-  @functools.wraps(save)
-  def wrapped(*args, **kwargs) -> None:
-    if jax.process_index() == 0:
-      save(*args, **kwargs)
-  return wrapped
+
 
 
 def to_uint8_grid(rows: Sequence[np.ndarray], pad: int = 1,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from unsupjax import data as data_lib
-from unsupjax import train
+from unsupjax import parallel, train
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
@@ -282,11 +282,9 @@ def setup_compile_cache(args: argparse.Namespace) -> None:
     train.enable_compilation_cache(pathlib.Path(args.cache_dir) / "jax")
 
 
+@parallel.lead_process_only
 def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
   """summary.json, written atomically, by process 0 of a multi-process run."""
-  import jax
-  if jax.process_index() != 0:
-    return
   tmp = workdir / (SUMMARY_FILE + ".tmp")
   tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
   os.replace(tmp, workdir / SUMMARY_FILE)

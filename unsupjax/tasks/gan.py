@@ -28,7 +28,7 @@ import time
 import jax
 import numpy as np
 
-from unsupjax import gan, gan_nets, plots, toys, train
+from unsupjax import gan, gan_nets, parallel, plots, toys, train
 from unsupjax.metrics import report
 from unsupjax.tasks import common
 
@@ -225,7 +225,7 @@ def _mode_stats(samples: np.ndarray, dataset: str) -> dict:
   return modes.mode_stats(samples, toy.centers, toy.sigma).summary()
 
 
-@plots.lead_process_only
+@parallel.lead_process_only
 def save_scatter(path: pathlib.Path, samples: np.ndarray, data: np.ndarray,
                  centers: np.ndarray | None, title: str) -> None:
   """A scatter of generated samples over the real data (first two dims)."""
