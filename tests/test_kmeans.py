@@ -145,16 +145,22 @@ def test_more_empty_clusters_than_one_iteration_can_fill():
   assert len(np.unique(np.asarray(res.labels))) == 4
 
 
+def _distinct_rows(centroids, idx, x, k) -> np.ndarray:
+  """An init's indices as NumPy, checked to be k distinct rows of x that are
+  its centroids."""
+  idx = np.asarray(idx)
+  assert len(np.unique(idx)) == k
+  np.testing.assert_array_equal(np.asarray(centroids), x[idx])
+  return idx
+
+
 def test_kmeans_plusplus_distinct_and_spread():
   x, y = make_blobs(2000, 5, centers=8, cluster_std=0.5, center_box=(-30, 30),
                     random_state=4)
   x = x.astype(np.float32)
   covered_pp, covered_rand = [], []
   for seed in range(20):
-    c, idx = kmeans.kmeans_plusplus(jax.random.key(seed), x, 8)
-    idx = np.asarray(idx)
-    assert len(np.unique(idx)) == 8
-    np.testing.assert_array_equal(np.asarray(c), x[idx])
+    idx = _distinct_rows(*kmeans.kmeans_plusplus(jax.random.key(seed), x, 8), x, 8)
     covered_pp.append(len(np.unique(y[idx])))
     _, ridx = kmeans.random_init(jax.random.key(seed), x, 8)
     assert len(np.unique(np.asarray(ridx))) == 8
@@ -182,9 +188,7 @@ def test_kmeans_parallel_seeds_every_blob_in_few_passes():
   covered, ratio = [], []
   for seed in range(10):
     c, idx = kmeans.kmeans_parallel(jax.random.key(seed), x, 25)
-    idx = np.asarray(idx)
-    np.testing.assert_array_equal(np.asarray(c), x[idx])
-    assert len(np.unique(idx)) == 25
+    idx = _distinct_rows(c, idx, x, 25)
     covered.append(len(np.unique(y[idx])))
     c_pp, _ = kmeans.kmeans_plusplus(jax.random.key(seed), x, 25)
     ratio.append(float(kmeans.inertia(c, x)) / float(kmeans.inertia(c_pp, x)))
