@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -270,3 +271,22 @@ def test_one_process_helpers(monkeypatch):
   with pytest.raises(ValueError, match="process_id: expected 0..1, got 2"):
     parallel.initialize_distributed("127.0.0.1:1")
   assert parallel.tfds_split("train", 0, 1) == "train"
+
+
+def test_lead_process_only_writes_on_process_zero(monkeypatch, tmp_path):
+  """summary.json and pictures are written by process 0 and skipped by the
+  others (which hold the same values)."""
+  import jax
+
+  from unsupjax import plots
+  from unsupjax.tasks import common
+
+  img = np.zeros((2, 4, 4, 1), np.float32)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  common.write_summary(tmp_path, {"acc": 1.0})
+  plots.save_image_grid(tmp_path / "grid.png", [img])
+  assert list(tmp_path.iterdir()) == []
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  common.write_summary(tmp_path, {"acc": 1.0})
+  plots.save_image_grid(tmp_path / "grid.png", [img])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "summary.json"]
