@@ -85,6 +85,8 @@ def main() -> None:
   p.add_argument("--pretrained-seed", type=int, default=None,
                  help="pretrain one autoencoder (this seed) and let every seed reuse it, "
                       "so the seeds vary only the clustering phase (cheaper)")
+  p.add_argument("--ae-output", choices=("sigmoid", "linear"), default="sigmoid",
+                 help="the pretrained autoencoder's decoder output (--output of the CLI)")
   p.add_argument("--skip-raw", action="store_true", help="no k-means on raw pixels")
   p.add_argument("--runs-dir", default=str(REPO / "runs" / "bench-deep-clustering"))
   p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "deep_clustering.json"))
@@ -113,7 +115,7 @@ def main() -> None:
         ["method", "seeds", "ACC", "NMI", "ARI", "pretrain s", "clustering s", "total s",
          "published ACC / NMI"], rows)
     payload = {"dataset": a.dataset, "seeds": a.seeds, "pretrained_seed": a.pretrained_seed,
-               "pretrain_epochs": a.pretrain_epochs,
+               "pretrain_epochs": a.pretrain_epochs, "ae_output": a.ae_output,
                "cluster_epochs": a.epochs, "machine": _bench.machine(), "results": results,
                "table": table}
     _bench.write_json(a.json, payload)
@@ -143,7 +145,8 @@ def main() -> None:
         if method not in a.methods:
           continue
         args = ["train", method, *common, "--seed", str(seed), "--workdir", str(wd),
-                "--pretrain-epochs", str(a.pretrain_epochs), "--epochs", str(a.epochs)]
+                "--pretrain-epochs", str(a.pretrain_epochs), "--epochs", str(a.epochs),
+                "--output", a.ae_output]
         if method != "ae-kmeans" or reuse:
           args += ["--pretrained", str(pre_dir)]
         run_cli(args, log)

@@ -48,6 +48,28 @@ def test_eval_values_match_definitions(state, digits):
   np.testing.assert_allclose(values["bce"], bce, rtol=1e-4)
 
 
+def test_linear_output_is_the_reconstruction(digits):
+  """output='linear': no sigmoid anywhere; loss, eval and the gradient are
+  those of the squared error of the raw decoder output."""
+  x = digits[1].x[:6]
+  st = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(loss="mse", output="linear"), x)
+  out, _ = st.model.apply({"params": st.params}, x)
+  np.testing.assert_array_equal(ae.reconstruct(st, x), out)
+  assert float(jnp.min(out)) < 0.0  # unsquashed: an initial linear layer goes negative
+  want = ((np.asarray(out, np.float64) - np.asarray(x, np.float64)) ** 2).reshape(6, -1).mean(1)
+  values = ae.eval_step(st, x)
+  assert set(values) == {"loss", "mse", "psnr"}
+  np.testing.assert_allclose(values["mse"], want, rtol=1e-5)
+  np.testing.assert_allclose(values["loss"], want, rtol=1e-5)
+  # d/d(out) of mean((out - x)^2) is 2 (out - x) / numel: checks the train loss.
+  g = jax.grad(lambda o: jnp.mean(ae.per_example_loss(st.config, o, x)))(out)
+  np.testing.assert_allclose(g, 2 * (out - x) / out.size, rtol=1e-5, atol=1e-9)
+  with pytest.raises(ValueError, match="loss: output='linear'"):
+    ae.AEConfig(output="linear")  # default loss is BCE, which needs probabilities
+  with pytest.raises(ValueError, match="output"):
+    ae.AEConfig(loss="mse", output="tanh")
+
+
 class StepTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)

@@ -37,9 +37,8 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from unsupjax import autoencoder, losses, vae
+from unsupjax import autoencoder, vae
 
 AE_SCORES = ("mse", "bce")
 VAE_SCORES = ("neg_elbo", "iwae", "mse")
@@ -50,32 +49,13 @@ TABULAR_SCORES = ("linear_mse",)
 # Scores.
 
 
-def linear_mse_train_step(state: autoencoder.AEState, batch: jax.Array,
-                          key: chex.PRNGKey) -> tuple[autoencoder.AEState, dict]:
-  """One Adam step of a dense AE with a linear output layer on real-valued
-  (standardised) features: loss mean((decoder output - x)^2).
-
-  batch: f32[b, d]. key: unused (no corruption); kept for the step contract.
-  """
-  del key
-
-  def loss_fn(params):
-    out, _ = state.model.apply({"params": params}, batch)
-    return jnp.mean(losses.mse(out, batch))
-
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {"loss": loss}
-
-
 def score_fn(state, score: str, key: chex.PRNGKey | None = None,
              iwae_k: int = 100) -> Callable[[Any, jax.Array], jax.Array]:
   """(state, batch f32[b, ...]) -> f32[b] anomaly scores (higher = more anomalous).
 
   AE family (`AEState`): 'mse' (per-pixel squared error of the sigmoid
-  reconstruction) or 'bce' (nats per pixel); 'linear_mse' for a dense AE
-  trained with `linear_mse_train_step` (output used as is). VAE
+  reconstruction) or 'bce' (nats per pixel); 'linear_mse' for an AE with
+  output='linear' (real-valued features, output used as is). VAE
   (`VAEState`): 'neg_elbo' (single sample, the state's eval key), 'iwae'
   (IWAE NLL with `iwae_k` samples drawn from `key`, the same for every
   batch), 'mse' of the mean reconstruction.
@@ -89,7 +69,10 @@ def score_fn(state, score: str, key: chex.PRNGKey | None = None,
       return lambda s, b: vae.iwae_nll(s, b, key, iwae_k)
     return lambda s, b: vae.eval_step(s, b)[score]
   if score == "linear_mse":
-    return lambda s, b: losses.mse(s.model.apply({"params": s.params}, b)[0], b)
+    if state.config.output != "linear":
+      raise ValueError("score: 'linear_mse' needs an AEConfig with output='linear', got "
+                       f"output={state.config.output!r}")
+    return lambda s, b: autoencoder.eval_step(s, b)["mse"]
   if score not in AE_SCORES:
     raise ValueError(f"score: expected one of {AE_SCORES + TABULAR_SCORES} for an "
                      f"autoencoder, got {score!r}")

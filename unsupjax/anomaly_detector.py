@@ -32,6 +32,7 @@ Does not offer: supervised training (labels are only ever used by
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 from typing import Any
@@ -69,6 +70,8 @@ class AnomalyDetector:
                        f"{type(self.config).__name__}")
     if standardize and (is_vae or self.config.arch != "dense"):
       raise ValueError("standardize: only the dense AEConfig models real-valued features")
+    if standardize:  # real-valued features: a linear output and squared error
+      self.config = dataclasses.replace(self.config, loss="mse", output="linear")
     allowed = (anomaly.VAE_SCORES if is_vae else
                anomaly.TABULAR_SCORES if standardize else anomaly.AE_SCORES)
     self.score = score or allowed[0]
@@ -153,7 +156,7 @@ class AnomalyDetector:
       step = vae.train_step
     else:
       state = autoencoder.init_state(init_key, self.config, x[:1])
-      step = anomaly.linear_mse_train_step if self.standardize else autoencoder.train_step
+      step = autoencoder.train_step
     result = train.fit(state, step, None, x, key=fit_key, epochs=self.epochs,
                        batch_size=self.batch_size, progress=False, log=lambda s: None)
     self.state_ = result.state

@@ -34,6 +34,7 @@ from unsupjax.metrics import reconstruction
 
 ARCHS = ("dense", "conv")
 LOSSES = ("bce", "mse")
+OUTPUTS = ("sigmoid", "linear")
 # Corruption -> (the range its level must lie in, what the level means).
 CORRUPTIONS = {
     "gaussian": ((0.0, 1.0), "standard deviation of additive noise (then clipped to [0, 1])"),
@@ -51,6 +52,9 @@ class AEConfig:
   2**len(conv_features)). `corruption` (None, 'gaussian', 'mask',
   'salt_pepper') with `noise_level` in (0, 1] makes it denoising.
   `linear_code=True` drops the ReLU on the latent layer (DEC's embedding).
+  `output='linear'` uses the decoder's last layer as the reconstruction
+  itself (no sigmoid; needs loss='mse'): real-valued features, and the
+  d-500-500-2000-10 deep-clustering autoencoder as DEC trains it.
   """
   arch: str = "dense"
   hidden: Sequence[int] = (128,)
@@ -61,6 +65,7 @@ class AEConfig:
   corruption: str | None = None
   noise_level: float = 0.0
   linear_code: bool = False
+  output: str = "sigmoid"
 
   def __post_init__(self):
     # Tuples, so the config is hashable (it is static data of the state).
@@ -79,6 +84,11 @@ class AEConfig:
       raise ValueError(f"learning_rate: expected > 0, got {self.learning_rate}")
     if self.loss not in LOSSES:
       raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
+    if self.output not in OUTPUTS:
+      raise ValueError(f"output: expected one of {OUTPUTS}, got {self.output!r}")
+    if self.output == "linear" and self.loss != "mse":
+      raise ValueError(f"loss: output='linear' has no Bernoulli likelihood; expected "
+                       f"'mse', got {self.loss!r}")
     if self.corruption is not None:
       if self.corruption not in CORRUPTIONS:
         raise ValueError(f"corruption: expected None or one of {tuple(CORRUPTIONS)}, "
@@ -156,12 +166,19 @@ def corrupt(key: chex.PRNGKey, x: jax.Array, kind: str | None,
   raise ValueError(f"kind: expected None or one of {tuple(CORRUPTIONS)}, got {kind!r}")
 
 
+def output_to_data(config: AEConfig, out: jax.Array) -> jax.Array:
+  """The reconstruction the decoder's last layer `out` stands for:
+  sigmoid(out) (output='sigmoid', out are logits) or out itself ('linear')."""
+  return out if config.output == "linear" else jax.nn.sigmoid(out)
+
+
 def per_example_loss(config: AEConfig, logits: jax.Array,
                      target: jax.Array) -> jax.Array:
-  """The training loss per example: BCE from logits, or MSE of sigmoid(logits)."""
+  """The training loss per example: BCE from logits, or MSE of the
+  reconstruction (`output_to_data`)."""
   if config.loss == "bce":
     return losses.bce_with_logits(logits, target)
-  return losses.mse(jax.nn.sigmoid(logits), target)
+  return losses.mse(output_to_data(config, logits), target)
 
 
 def train_step(state: AEState, batch: jax.Array, key: chex.PRNGKey, *,
@@ -192,9 +209,10 @@ def train_step(state: AEState, batch: jax.Array, key: chex.PRNGKey, *,
 
 
 def reconstruct(state: AEState, x: jax.Array) -> jax.Array:
-  """Reconstructions f32[b, ...] in [0, 1] (sigmoid of the decoder logits)."""
+  """Reconstructions f32[b, ...]: in [0, 1] (sigmoid of the decoder logits),
+  or the decoder's output as is with output='linear'."""
   logits, _ = state.model.apply({"params": state.params}, x)
-  return jax.nn.sigmoid(logits)
+  return output_to_data(state.config, logits)
 
 
 def encode(state: AEState, x: jax.Array) -> jax.Array:
@@ -205,10 +223,14 @@ def encode(state: AEState, x: jax.Array) -> jax.Array:
 def eval_step(state: AEState, batch: jax.Array) -> dict[str, jax.Array]:
   """Per-example test metrics on clean inputs, each f32[b].
 
-  loss: the training loss; bce: per-pixel binary cross-entropy; mse:
-  per-pixel squared error of the sigmoid reconstruction; psnr in dB.
+  loss: the training loss; bce: per-pixel binary cross-entropy (not with
+  output='linear'); mse: per-pixel squared error of the reconstruction;
+  psnr in dB.
   """
   logits, _ = state.model.apply({"params": state.params}, batch)
+  if state.config.output == "linear":
+    values = reconstruction.from_reconstruction(logits, batch)
+    return {"loss": values["mse"], **values}
   values = reconstruction.from_logits(logits, batch)
   return {"loss": values["bce"] if state.config.loss == "bce" else values["mse"],
           **values}
@@ -221,6 +243,6 @@ def denoising_eval_step(state: AEState, batch: jax.Array,
   cfg = state.config
   noisy = corrupt(key, batch, cfg.corruption, cfg.noise_level)
   logits, _ = state.model.apply({"params": state.params}, noisy)
-  values = reconstruction.from_logits(logits, batch)
+  values = reconstruction.from_reconstruction(output_to_data(cfg, logits), batch)
   return {"mse": values["mse"], "psnr": values["psnr"],
           "noisy_mse": losses.mse(noisy, batch)}

@@ -114,6 +114,9 @@ def make_task(method: str) -> SimpleNamespace:
                    default=list(autoencoder.AEConfig.conv_features))
     m.add_argument("--latent-dim", type=int, default=10)
     m.add_argument("--loss", choices=autoencoder.LOSSES, default="mse")
+    m.add_argument("--output", choices=autoencoder.OUTPUTS, default="sigmoid",
+                   help="decoder output: sigmoid(last layer), or the last layer as "
+                        "is (linear; needs --loss mse)")
 
   def check_args(args: argparse.Namespace) -> None:
     if args.epochs is None:
@@ -151,6 +154,8 @@ def make_task(method: str) -> SimpleNamespace:
       except ImportError:
         raise common.UsageError(
             "n2d: needs umap-learn: pip install 'unsupjax[cluster]'") from None
+    if args.output == "linear" and args.loss != "mse":
+      raise common.UsageError(f"--loss: --output linear needs --loss mse, got {args.loss}")
     if args.pretrained is not None and args.resume:
       raise common.UsageError("--resume: not with --pretrained (nothing is pretrained here)")
     if jax.process_count() > 1:
@@ -163,7 +168,7 @@ def make_task(method: str) -> SimpleNamespace:
     return autoencoder.AEConfig(
         arch=args.arch, hidden=tuple(args.hidden), conv_features=tuple(args.conv_features),
         latent_dim=args.latent_dim, learning_rate=args.lr, loss=args.loss,
-        linear_code=True)
+        linear_code=True, output=args.output)
 
   def load_all(args, config):
     tr, te = common.load_splits(args, config.check_input_shape, method)
@@ -203,7 +208,8 @@ def make_task(method: str) -> SimpleNamespace:
         latent_dim=config.latent_dim, learning_rate=cfg.get("lr", config.learning_rate),
         loss=cfg.get("loss", config.loss),
         # `unsupjax train ae|conv-ae` runs have a ReLU code and no such key.
-        linear_code=bool(cfg.get("linear_code", False)))
+        linear_code=bool(cfg.get("linear_code", False)),
+        output=cfg.get("output", "sigmoid"))
     like = autoencoder.init_state(jax.random.PRNGKey(0), cfg_loaded, x[:1])
     try:
       return train.restore_state(src, like)
@@ -229,6 +235,7 @@ def make_task(method: str) -> SimpleNamespace:
     fields = dict(arch=config.arch, hidden=list(config.hidden),
                   conv_features=list(config.conv_features), latent_dim=config.latent_dim,
                   linear_code=bool(ae_config_used.linear_code), loss=ae_config_used.loss,
+                  output=ae_config_used.output,
                   clusters=k,
                   pretrain_epochs=args.pretrain_epochs, pretrained=args.pretrained)
     if method in ("dec", "idec"):
