@@ -454,11 +454,7 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
   compiled_eval = None
   if eval_step is not None and eval_x is not None:
     eb, emask = _pad_batches(eval_x, min(eval_batch_size, num_examples(eval_x)))
-    if par == "sharded":
-      rep = par_lib.replicated(par_lib.make_mesh(model_axis))
-      eb, emask = par_lib.put_state((eb, emask), (rep, rep))
-    else:
-      eb, emask = jax.device_put(eb), jax.device_put(emask)
+    eb, emask = runner.put_view((eb, emask))
     compiled_eval = compiled_eval_fn(eval_step, runner.host(state), eb, emask)
   compile_seconds = time.perf_counter() - t0
 
@@ -551,12 +547,15 @@ class StepRunner(NamedTuple):
     saved(view): `host`'s view -> what checkpoints hold (arrays on the mesh
       with multiple devices, so orbax writes replicated arrays once). Taken
       from the view, so a multi-process pmap state is unreplicated once.
+    put_view(tree): host arrays placed to be used whole next to `host`'s
+      view (replicated on the mesh for 'sharded'; evaluation batches).
   """
   mode: str
   run: Callable
   place: Callable
   host: Callable
   saved: Callable
+  put_view: Callable
 
 
 def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
@@ -590,6 +589,7 @@ def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
     put_x, put_ids, put_batch = jax.device_put, identity, jax.device_put
     jit = lambda f, n_args: jax.jit(f, donate_argnums=0)
     place, host, saved, get_metrics = fresh, identity, identity, identity
+    put_view = jax.device_put
   elif parallel == "sharded":
     mesh = par_lib.make_mesh(model_axis)
     st_sh, rep = par_lib.state_sharding(state, mesh), par_lib.replicated(mesh)
@@ -600,6 +600,7 @@ def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
     jit = lambda f, n_args: jax.jit(f, donate_argnums=0, out_shardings=(st_sh, rep))
     place = lambda st: par_lib.put_state(st, st_sh)
     host, saved, get_metrics = identity, identity, identity
+    put_view = lambda t: par_lib.put_state(t, jax.tree.map(lambda _: rep, t))
   else:
     if not par_lib.accepts_axis_name(train_step):
       par_lib.pmap_step(train_step)  # raises the error that explains why
@@ -623,6 +624,7 @@ def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
     host = par_lib.unreplicate
     saved = lambda view: par_lib.put_state(view, st_sh)
     get_metrics = par_lib.unreplicate
+    put_view = jax.device_put
 
   # The compile's example (a placed copy is freed when this returns).
   placed = state if parallel == "none" else place(state)
@@ -648,7 +650,7 @@ def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
         st, metrics = programs[m](st, x_dev, ids, key)
         return st, _to_python(metrics)
 
-      return StepRunner(mode, run, place, host, saved)
+      return StepRunner(mode, run, place, host, saved, put_view)
 
   if mode == "loop":
     x_dev = put_x(train_x) if x_dev is None else x_dev
@@ -676,4 +678,4 @@ def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
       sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
     return st, _mean_of_steps(sums, len(ids))
 
-  return StepRunner(mode, run, place, host, saved)
+  return StepRunner(mode, run, place, host, saved, put_view)
