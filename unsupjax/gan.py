@@ -26,7 +26,7 @@ Offers:
     (||grad D(x_hat)|| - 1)^2 on keyed random interpolates) and
     `r1_penalty(d_fn, real)` (||grad D(x)||^2 / 2 on real data).
   * `GANState` (a `flax.struct.dataclass` pytree), `init_state`,
-    `train_step` = `d_step` (n_critic D updates in a `lax.scan`) then
+    `train_step` = `d_step` (n_critic D updates, unrolled) then
     `g_step` (one G update, then the EMA), `eval_step`, `sample` (from the
     EMA generator), `check_data` (shape, NaN and range of real data against
     the generator's output link).
@@ -467,7 +467,7 @@ def _check_batch(config: GANConfig, batch: jax.Array) -> None:
 def d_step(state: GANState, batch: jax.Array, key: jax.Array,
            axis_name: str | None = None
            ) -> tuple[GANState, dict[str, jax.Array]]:
-  """`config.n_critic` discriminator updates (a `lax.scan`); G untouched.
+  """`config.n_critic` discriminator updates (unrolled); G untouched.
 
   batch: f32[b, *data_shape] real data, reused by every critic update; each
   update draws fresh latents (b of them) and penalty interpolates from its
@@ -520,10 +520,12 @@ def d_step(state: GANState, batch: jax.Array, key: jax.Array,
     aux = dict(aux, d_loss=loss, d_grad_norm=optax.global_norm(grads))
     return (d_params, stats, d_opt), aux
 
-  (d_params, d_stats, d_opt), metrics = jax.lax.scan(
-      one_update, (state.d_params, state.d_stats, state.d_opt),
-      jax.random.split(key, cfg.n_critic))
-  metrics = jax.tree.map(lambda v: v[-1], metrics)
+  # Unrolled, not a lax.scan: XLA:CPU ran a DCGAN critic update 12x slower
+  # inside a loop (589 ms vs 47 ms at batch 64); n_critic is small.
+  carry = (state.d_params, state.d_stats, state.d_opt)
+  for k in jax.random.split(key, cfg.n_critic):
+    carry, metrics = one_update(carry, k)
+  d_params, d_stats, d_opt = carry
   return state.replace(d_params=d_params, d_stats=d_stats, d_opt=d_opt), metrics
 
 
