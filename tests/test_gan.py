@@ -230,6 +230,26 @@ def test_dcgan_shapes():
       assert float(x.min()) >= 0 and float(x.max()) <= 1
 
 
+@pytest.mark.parametrize("shape, features", [((3, 7, 7, 5), 6), ((2, 4, 4, 3), 2),
+                                             ((2, 6, 8, 4), 3)])
+def test_upconv_is_flax_conv_transpose(shape, features):
+  """UpConv (whose kernel gradient is computed per output phase on CPU) has
+  nn.ConvTranspose's parameters, outputs and gradients."""
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  ref = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")
+  new = gan_nets.UpConv(features)
+  params = ref.init(jax.random.PRNGKey(1), x)
+  chex.assert_trees_all_equal(params, new.init(jax.random.PRNGKey(1), x))
+  params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.PRNGKey(2), a.shape),
+                        params)
+  chex.assert_trees_all_close(new.apply(params, x), ref.apply(params, x), atol=1e-5)
+  loss = lambda m: (lambda p, v: jnp.sum(jnp.sin(m.apply(p, v)) * jnp.arange(v.shape[0])[:, None, None, None]))
+  g_ref = jax.jit(jax.grad(loss(ref), argnums=(0, 1)))(params, x)
+  g_new = jax.jit(jax.grad(loss(new), argnums=(0, 1)))(params, x)
+  chex.assert_trees_all_close(g_new, g_ref, rtol=1e-4, atol=1e-5)
+
+
 def test_dcgan_levels():
   assert [gan_nets.dcgan_levels(s) for s in (8, 28, 32, 64)] == [(1, 4), (2, 7), (3, 4), (4, 4)]
   with pytest.raises(ValueError, match="data_shape"):

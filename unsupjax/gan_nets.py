@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 GENERATOR_OUTPUTS = ("linear", "sigmoid", "tanh")
 
@@ -83,6 +84,74 @@ class MinibatchStd(nn.Module):
     s = jnp.mean(jnp.sqrt(var + self.epsilon))
     extra = jnp.broadcast_to(s, x.shape[:-1] + (1,)).astype(x.dtype)
     return jnp.concatenate([x, extra], axis=-1)
+
+
+def _conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """nn.ConvTranspose's stride-2 'SAME' transposed convolution (no kernel flip)."""
+  return lax.conv_transpose(x, kernel, (2, 2), "SAME",
+                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def conv_transpose_4x4(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Stride-2 4x4 'SAME' transposed convolution, x: f32[b, h, w, c],
+  kernel: f32[4, 4, c, o] -> f32[b, 2h, 2w, o]; the values and gradients of
+  `nn.ConvTranspose(o, (4, 4), strides=(2, 2), padding='SAME')`.
+
+  Only the kernel's gradient is computed differently. Output pixel
+  (2r + py, 2s + px) reads the input padded by 1 at rows r + py + i and
+  columns s + px + j (i, j in {0, 1}) through kernel tap (2i + py, 2j + px),
+  so each of the 4 output phases contributes its 4 taps' gradient through
+  one ordinary stride-1 convolution, laid out with the channels in the batch
+  position so that XLA:CPU hands it to its library convolution. Left to
+  itself, XLA:CPU computes the gradient of the lhs-dilated convolution as a
+  scalar loop nest (measured: 389 ms vs 55 ms for the whole gradient at
+  64x7x7x128 -> 64 channels).
+  """
+  return _conv_transpose(x, kernel)
+
+
+def _conv_transpose_fwd(x, kernel):
+  return _conv_transpose(x, kernel), (x, kernel)
+
+
+def _conv_transpose_bwd(res, g):
+  x, kernel = res
+  _, h, w, c = x.shape
+  o = kernel.shape[-1]
+  gx = jax.vjp(lambda v: _conv_transpose(v, kernel), x)[1](g)[0]
+  # (c, h + 2, w + 2, b): the channels as a batch, the examples as features.
+  xt = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).transpose(3, 1, 2, 0)
+  phases = []
+  for py in range(2):
+    for px in range(2):
+      g_phase = g[:, py::2, px::2, :].transpose(1, 2, 0, 3)  # (h, w, b, o)
+      taps = lax.conv_general_dilated(
+          xt[:, py:py + h + 1, px:px + w + 1, :], g_phase, (1, 1), "VALID",
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))  # (c, i, j, o)
+      phases.append(taps.transpose(1, 2, 0, 3))
+  # (py, px, i, j, c, o) -> kernel[2i + py, 2j + px, c, o]
+  gk = jnp.stack(phases).reshape(2, 2, 2, 2, c, o).transpose(2, 0, 3, 1, 4, 5)
+  return gx, gk.reshape(4, 4, c, o).astype(kernel.dtype)
+
+
+conv_transpose_4x4.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+class UpConv(nn.Module):
+  """`nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding='SAME')`:
+  same parameters (names, shapes, initialisation), values and gradients; on
+  the CPU backend the kernel gradient goes through `conv_transpose_4x4`."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (4, 4, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    kernel = kernel.astype(x.dtype)
+    fn = conv_transpose_4x4 if jax.default_backend() == "cpu" else _conv_transpose
+    return fn(x, kernel) + bias
 
 
 def _maybe_sn(layer: nn.Module, x: jax.Array, spectral_norm: bool,
@@ -167,7 +236,9 @@ class DCGANGenerator(nn.Module):
   """z: f32[b, latent] -> x: f32[b, h, h, c] in the `output` range.
 
   Dense to (base, base, width * 2**(levels-1)), then `levels` stride-2 4x4
-  transposed convolutions halving the channels, the last one to c.
+  transposed convolutions halving the channels, the last one to c (the
+  inner ones are `UpConv`, whose kernel gradient XLA:CPU computes ~7x
+  faster; the last, with few output channels, is already fast as it is).
   """
   out_shape: Sequence[int]
   width: int = 64
@@ -186,8 +257,7 @@ class DCGANGenerator(nn.Module):
     h = nn.relu(h)
     for i in range(levels - 1):
       ch //= 2
-      h = nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME",
-                           name=f"up_{i}")(h)
+      h = UpConv(ch, name=f"up_{i}")(h)
       if self.layer_norm:
         h = nn.LayerNorm(reduction_axes=(-3, -2, -1), name=f"norm_{i}")(h)
       h = nn.relu(h)
