@@ -85,7 +85,7 @@ def main() -> None:
   p.add_argument("--pretrained-seed", type=int, default=None,
                  help="pretrain one autoencoder (this seed) and let every seed reuse it, "
                       "so the seeds vary only the clustering phase (cheaper)")
-  p.add_argument("--ae-output", choices=("sigmoid", "linear"), default="sigmoid",
+  p.add_argument("--ae-output", choices=("sigmoid", "linear"), default="linear",
                  help="the pretrained autoencoder's decoder output (--output of the CLI)")
   p.add_argument("--skip-raw", action="store_true", help="no k-means on raw pixels")
   p.add_argument("--runs-dir", default=str(REPO / "runs" / "bench-deep-clustering"))

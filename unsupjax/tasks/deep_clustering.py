@@ -89,7 +89,7 @@ def make_task(method: str) -> SimpleNamespace:
                      help="learning rate of the clustering phase (default: 0.01 "
                           "with sgd, 0.001 with adam)")
       c.add_argument("--optimizer", choices=dc.OPTIMIZERS,
-                     default="sgd" if method == "dec" else "adam",
+                     default="sgd",
                      help="clustering-phase optimizer (sgd has momentum 0.9)")
       c.add_argument("--update-interval", type=int, default=None,
                      help="steps between target-distribution refreshes (default: "
@@ -114,9 +114,9 @@ def make_task(method: str) -> SimpleNamespace:
                    default=list(autoencoder.AEConfig.conv_features))
     m.add_argument("--latent-dim", type=int, default=10)
     m.add_argument("--loss", choices=autoencoder.LOSSES, default="mse")
-    m.add_argument("--output", choices=autoencoder.OUTPUTS, default="sigmoid",
-                   help="decoder output: sigmoid(last layer), or the last layer as "
-                        "is (linear; needs --loss mse)")
+    m.add_argument("--output", choices=autoencoder.OUTPUTS, default="linear",
+                   help="decoder output: the last layer as is (linear, as DEC trains "
+                        "it; needs --loss mse), or sigmoid(last layer)")
 
   def check_args(args: argparse.Namespace) -> None:
     if args.epochs is None:
