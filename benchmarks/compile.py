@@ -152,7 +152,7 @@ def count_cli_compilations(workdir: str) -> dict:
   # indices). The other entries are JAX's eager ops (initialisers, key
   # splits), whose static parameters (e.g. a shape) the log does not show,
   # so equal names and argument types there are not necessarily a recompile.
-  loop = ("epoch_fn", "eval_fn", "train_step", "<lambda>", "batch_indices")
+  loop = ("steps_fn", "epoch_fn", "eval_fn", "train_step", "<lambda>", "batch_indices")
   own = {k: v for k, v in groups.items() if any(f"({n})" in k.split(" ", 1)[0]
                                                  for n in loop)}
   return {"compilations": len(records), "programs": len(groups),

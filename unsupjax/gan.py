@@ -520,8 +520,8 @@ def d_step(state: GANState, batch: jax.Array, key: jax.Array,
     aux = dict(aux, d_loss=loss, d_grad_norm=optax.global_norm(grads))
     return (d_params, stats, d_opt), aux
 
-  # Unrolled, not a lax.scan: XLA:CPU ran a DCGAN critic update 12x slower
-  # inside a loop (589 ms vs 47 ms at batch 64); n_critic is small.
+  # Unrolled, not a lax.scan: XLA:CPU runs the DCGAN step 5.7x slower with
+  # the critic update inside a loop (benchmarks/dcgan_cpu.py); n_critic is small.
   carry = (state.d_params, state.d_stats, state.d_opt)
   for k in jax.random.split(key, cfg.n_critic):
     carry, metrics = one_update(carry, k)
