@@ -87,11 +87,14 @@ def main() -> None:
                       "so the seeds vary only the clustering phase (cheaper)")
   p.add_argument("--ae-output", choices=("sigmoid", "linear"), default="linear",
                  help="the pretrained autoencoder's decoder output (--output of the CLI)")
+  p.add_argument("--idec-optimizer", choices=("sgd", "adam"), default="sgd",
+                 help="IDEC's clustering-phase optimizer (--optimizer of the CLI)")
   p.add_argument("--skip-raw", action="store_true", help="no k-means on raw pixels")
   p.add_argument("--runs-dir", default=str(REPO / "runs" / "bench-deep-clustering"))
   p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "deep_clustering.json"))
   a = p.parse_args()
-  runs = pathlib.Path(a.runs_dir) / a.dataset
+  # One cache per autoencoder setting, so runs of another setting are never reused.
+  runs = pathlib.Path(a.runs_dir) / a.dataset / f"{a.ae_output}-output"
   runs.mkdir(parents=True, exist_ok=True)
   log = lambda s: print(f"[{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True)
   common = ["--dataset", a.dataset, "--no-progress", "--no-download"]
@@ -116,6 +119,7 @@ def main() -> None:
          "published ACC / NMI"], rows)
     payload = {"dataset": a.dataset, "seeds": a.seeds, "pretrained_seed": a.pretrained_seed,
                "pretrain_epochs": a.pretrain_epochs, "ae_output": a.ae_output,
+               "idec_optimizer": a.idec_optimizer,
                "cluster_epochs": a.epochs, "machine": _bench.machine(), "results": results,
                "table": table}
     _bench.write_json(a.json, payload)
@@ -140,7 +144,8 @@ def main() -> None:
                   if reuse else None)
     for method in METHODS:  # runs --methods; reports every cached run too
       wd = (pre_dir if method == "ae-kmeans" and not reuse
-            else runs / f"{method}-s{seed}{suffix}")
+            else runs / f"{method}{'-adam' if method == 'idec' and a.idec_optimizer == 'adam' else ''}"
+                        f"-s{seed}{suffix}")
       if not (wd / "summary.json").exists():
         if method not in a.methods:
           continue
@@ -149,6 +154,8 @@ def main() -> None:
                 "--output", a.ae_output]
         if method != "ae-kmeans" or reuse:
           args += ["--pretrained", str(pre_dir)]
+        if method == "idec":
+          args += ["--optimizer", a.idec_optimizer]
         run_cli(args, log)
       s = json.loads((wd / "summary.json").read_text())
       if method == "ae-kmeans" and not reuse:
