@@ -260,9 +260,7 @@ def fit(state: DECState, x: np.ndarray, *, key: chex.PRNGKey, max_epochs: float,
   if jax.process_count() > 1:
     raise ValueError(f"parallel: DEC's target refresh needs every example in one "
                      f"process, got {jax.process_count()} processes")
-  if par != "none":
-    parallel_lib.check_batch_size(
-        batch_size, jax.device_count() // (model_axis if par == "sharded" else 1))
+  parallel_lib.check_batch_size(batch_size, parallel_lib.batch_split(par, model_axis))
   cfg = state.config
   per_epoch = n // batch_size
   max_steps = max(1, int(round(max_epochs * per_epoch)))

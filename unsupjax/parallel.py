@@ -27,7 +27,8 @@ the global batch's noise and keeps this device's rows (every device
 generates the whole batch's noise, a small cost next to the network).
 
 Also `resolve` (the `--parallel` flag: None means 'sharded' when more than
-one device is visible), `make_mesh`, `shard_batch`, `initialize_distributed`
+one device is visible), `make_mesh`, `batch_split` (how many parts a batch
+is split into), `shard_batch`, `initialize_distributed`
 (`jax.distributed.initialize` from flags or the cloud-TPU environment) and
 `process_shard` (the rows a process reads) and `lead_process_only` (a file
 writer that runs on process 0 alone).
@@ -66,6 +67,15 @@ def resolve(parallel: str | None) -> str:
   if parallel not in MODES:
     raise ValueError(f"parallel: expected one of {MODES} or None, got {parallel!r}")
   return parallel
+
+
+def batch_split(parallel: str, model_axis: int = 1) -> int:
+  """How many parts a global batch is split into: one per device under
+  'pmap', one per row of the ('data', 'model') mesh under 'sharded'
+  (devices // model_axis), 1 under 'none'."""
+  if parallel == "none":
+    return 1
+  return jax.device_count() // (model_axis if parallel == "sharded" else 1)
 
 
 def check_batch_size(batch_size: int, n_devices: int | None = None,

@@ -18,8 +18,6 @@ import numpy as np
 from unsupjax.parallel import lead_process_only
 
 
-
-
 def to_uint8_grid(rows: Sequence[np.ndarray], pad: int = 1,
                   scale: int = 1) -> np.ndarray:
   """rows: sequence of f32[m, h, w, c] in [0, 1] -> u8[H, W, c] grid image.

@@ -419,8 +419,7 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
   else:
     if batch_size < 1:
       raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-    n_split = jax.device_count() // (model_axis if par == "sharded" else 1)
-    par_lib.check_batch_size(batch_size, n_split)
+    par_lib.check_batch_size(batch_size, par_lib.batch_split(par, model_axis))
     local_batch = batch_size // nproc
   if local_batch < 1 or local_batch > n:
     raise ValueError(f"batch_size: expected 1..{n * nproc} (training examples), got {batch_size}")
