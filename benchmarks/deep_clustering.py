@@ -143,9 +143,9 @@ def main() -> None:
     pretrain_s = (json.loads((pre_dir / "summary.json").read_text())["pretrain_seconds"]
                   if reuse else None)
     for method in METHODS:  # runs --methods; reports every cached run too
+      tag = "-adam" if method == "idec" and a.idec_optimizer == "adam" else ""
       wd = (pre_dir if method == "ae-kmeans" and not reuse
-            else runs / f"{method}{'-adam' if method == 'idec' and a.idec_optimizer == 'adam' else ''}"
-                        f"-s{seed}{suffix}")
+            else runs / f"{method}{tag}-s{seed}{suffix}")
       if not (wd / "summary.json").exists():
         if method not in a.methods:
           continue
