@@ -17,14 +17,20 @@ several qualities and Pillow's PNG (lossless). Reported per method:
     JPEG's entropy-coded segment alone (after the SOS header; an optimistic
     lower bound: a real JPEG decoder needs the tables it leaves out).
 
+The codecs named by --residual-of are also run with each residual step
+(`unsupjax compress --residual-step S`: the 8-bit residual against the
+decoder's picture, quantised with step S and coded with per-position tables
+counted on the training split; S = 1 is lossless), which continues their
+curves from the decoder's PSNR up to lossless.
+
 The equal-PSNR table interpolates JPEG's curve (log bytes, linear in PSNR)
 at each codec point and reports JPEG bytes / codec bytes, for whole files
-and for payloads. Also checks that every decoded latent equals the
-quantised one.
+and for payloads; the lossless rows are compared with PNG. Also checks that
+every decoded latent (and residual symbol) equals the encoder's.
 
   python benchmarks/codec.py --data-dir ../shared/data/tfds --runs runs/codec \
       --lambdas 0.3 0.1 0.03 0.01 0.003 0.001 0.0001 --wide-lambdas 0.0003 0.0001 \
-      --epochs 20 \
+      --epochs 20 --residual-of base:0.01 wide:0.0001 \
       --json benchmarks/results/codec.json --plot docs/rd.png
 """
 
@@ -42,7 +48,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 import _bench  # noqa: E402
 
-QUALITIES = (1, 3, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+QUALITIES = (1, 3, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 97, 99, 100)
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -114,6 +120,42 @@ def bench_codec(workdir: pathlib.Path, x_u8: np.ndarray) -> dict:
           "used_channels": int(np.sum(c.tables.width > 1))}
 
 
+def bench_residual(workdir: pathlib.Path, x_u8: np.ndarray, train_x: np.ndarray) -> list[dict]:
+  """One row per residual step of the codec in workdir (its tables counted
+  on train_x first if the bundle has none)."""
+  import json
+  from unsupjax import codec as codec_lib
+  from unsupjax import codec_io
+  c = codec_io.Codec.load(workdir / codec_io.BUNDLE_FILE)
+  fitted_here = not c.residual
+  if fitted_here:
+    c = c.with_residual(train_x)
+  lam = json.loads((workdir / "summary.json").read_text())["config"]["lambda"]
+  n = x_u8.shape[0]
+  x = x_u8[..., None].astype(np.float32) / np.float32(255.0)
+  q = c.quantise(x)
+  base = c.base_pixels(q)
+  rows = []
+  for step in sorted(c.residual):
+    r = codec_lib.residual_symbols(x_u8.reshape(n, -1), base, step)
+    blob = codec_io.compress(c, x, residual_step=step)
+    _, q_back, r_back = codec_io.decode_symbols(c, blob)
+    _, images = codec_io.decompress(c, blob)
+    recon = codec_io.to_uint8(images)[..., 0]
+    per_image = [codec_io.HEADER.size + len(codec_io.encode_symbols(c, q[i:i + 1], r[i:i + 1],
+                                                                     step))
+                 for i in range(n)]
+    psnr = psnr_u8(x_u8, recon)
+    rows.append({"lambda": lam, "step": step, "tables_counted_here": fitted_here,
+                 "round_trip_exact": bool(np.array_equal(q, q_back) and
+                                          np.array_equal(r, r_back)),
+                 "file_bytes": float(np.mean(per_image)), "payload_bytes": len(blob) / n,
+                 "stream_bytes": len(blob), "psnr": float(np.mean(psnr)),
+                 "lossless_fraction": float(np.mean(np.isinf(psnr))),
+                 "max_abs_error": int(np.abs(recon.astype(int) - x_u8).max())})
+  return rows
+
+
 def interp_bytes(curve: list[dict], key: str, psnr: float) -> float | None:
   """JPEG's bytes (key) at `psnr`, log-linear between qualities; None outside."""
   pts = sorted((r["psnr"], np.log(r[key])) for r in curve)
@@ -143,7 +185,7 @@ def train_missing(args, lam: float, workdir: pathlib.Path, family: str) -> None:
   subprocess.run(cmd, check=True)
 
 
-def plot(path: str, codec_rows, jpeg_rows, png, n: int) -> None:
+def plot(path: str, codec_rows, jpeg_rows, png, n: int, residual_rows=()) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -159,6 +201,17 @@ def plot(path: str, codec_rows, jpeg_rows, png, n: int) -> None:
     ax.plot([bpp(r["payload_bytes"]) for r in rows], [r["psnr"] for r in rows],
             marker + "--", color=color, alpha=0.6,
             label=f"learned codec ({family}), one stream of all images")
+  for family, color, marker in (("base", "C4", "D"), ("wide", "C5", "v")):
+    rows = [r for r in residual_rows if r["family"] == family and np.isfinite(r["psnr"])]
+    if rows:
+      lam = rows[0]["lambda"]
+      ax.plot([bpp(r["file_bytes"]) for r in rows], [r["psnr"] for r in rows],
+              marker + "-", color=color,
+              label=f"codec {family} {lam:g} + residual, one file per image")
+    lossless = [r for r in residual_rows if r["family"] == family and r["step"] == 1]
+    if lossless:
+      ax.axvline(bpp(lossless[0]["file_bytes"]), color=color, ls=":",
+                 label=f"codec {family} + residual step 1 (lossless) file")
   ax.plot([bpp(r["file_bytes"]) for r in jpeg_rows], [r["psnr"] for r in jpeg_rows],
           "s-", color="C1", label="JPEG file (Pillow, optimised)")
   ax.plot([bpp(r["payload_bytes"]) for r in jpeg_rows], [r["psnr"] for r in jpeg_rows],
@@ -187,6 +240,10 @@ def main() -> None:
                  help="lambdas of the wide model: --latent-dim 64 --hidden 1024 512 "
                       "(work directories mnist-wide-lamL)")
   p.add_argument("--epochs", type=int, default=20, help="epochs for codecs trained here")
+  p.add_argument("--residual-of", nargs="*", default=["base:0.01", "wide:0.0001"],
+                 metavar="FAMILY:LAMBDA",
+                 help="codecs also run with every residual step (their tables are "
+                      "counted on the training split here if the bundle has none)")
   p.add_argument("--qualities", type=int, nargs="+", default=list(QUALITIES))
   p.add_argument("--limit", type=int, default=None, help="first N test images only")
   p.add_argument("--json", default=None)
@@ -202,6 +259,14 @@ def main() -> None:
       wd = pathlib.Path(args.runs) / f"{FAMILIES[family][0]}{lam:g}"
       train_missing(args, lam, wd, family)
       codec_rows.append({"family": family, **bench_codec(wd, x_u8)})
+  residual_rows = []
+  if args.residual_of:
+    train_x = data.load("mnist", "train", data_dir=args.data_dir, download=False).x
+    for spec in args.residual_of:
+      family, lam = spec.split(":")
+      wd = pathlib.Path(args.runs) / f"{FAMILIES[family][0]}{float(lam):g}"
+      train_missing(args, float(lam), wd, family)
+      residual_rows += [{"family": family, **r} for r in bench_residual(wd, x_u8, train_x)]
   jpeg_rows = [{"quality": q, **bench_jpeg(x_u8, q)} for q in args.qualities]
   png = bench_png(x_u8)
 
@@ -212,6 +277,11 @@ def main() -> None:
                  f"{r['file_bytes']:.1f}",
                  f"{bpp(r['file_bytes']):.4f}", f"{r['payload_bytes']:.2f}",
                  f"{bpp(r['payload_bytes']):.4f}"])
+  for r in residual_rows:
+    rows.append([f"codec {r['family']} lambda={r['lambda']:g} + residual step {r['step']}",
+                 "inf (lossless)" if r["step"] == 1 else f"{r['psnr']:.2f}",
+                 f"{r['file_bytes']:.1f}", f"{bpp(r['file_bytes']):.4f}",
+                 f"{r['payload_bytes']:.2f}", f"{bpp(r['payload_bytes']):.4f}"])
   for r in jpeg_rows:
     rows.append([f"JPEG q={r['quality']}", f"{r['psnr']:.2f}", f"{r['file_bytes']:.1f}",
                  f"{bpp(r['file_bytes']):.4f}", f"{r['payload_bytes']:.1f}",
@@ -224,16 +294,18 @@ def main() -> None:
        "payload bpp"], rows))
 
   eq_rows, equal = [], []
-  for r in codec_rows:
+  for r in codec_rows + [r for r in residual_rows if r["step"] != 1]:
     f = interp_bytes(jpeg_rows, "file_bytes", r["psnr"])
     s = interp_bytes(jpeg_rows, "payload_bytes", r["psnr"])
-    equal.append({"family": r["family"], "lambda": r["lambda"], "psnr": r["psnr"],
+    name = f"{r['family']} {r['lambda']:g}" + (f" + step {r['step']}" if "step" in r else "")
+    equal.append({"family": r["family"], "lambda": r["lambda"], "step": r.get("step", 0),
+                  "psnr": r["psnr"],
                   "jpeg_file_bytes": f,
                   "jpeg_payload_bytes": s,
                   "file_ratio": f / r["file_bytes"] if f else None,
                   "payload_ratio": s / r["payload_bytes"] if s else None})
     fmt = lambda v: "outside JPEG's range" if v is None else f"{v:.1f}"  # noqa: E731
-    eq_rows.append([f"{r['family']} {r['lambda']:g}", f"{r['psnr']:.2f}",
+    eq_rows.append([name, f"{r['psnr']:.2f}",
                     f"{r['file_bytes']:.1f}", fmt(f),
                     fmt(f / r["file_bytes"] if f else None), f"{r['payload_bytes']:.2f}", fmt(s),
                     fmt(s / r["payload_bytes"] if s else None)])
@@ -241,14 +313,25 @@ def main() -> None:
   print(_bench.markdown_table(
       ["codec", "PSNR dB", "codec file B", "JPEG file B", "JPEG/codec (files)",
        "codec stream B/img", "JPEG scan B", "JPEG/codec (payloads)"], eq_rows))
-  exact = all(r["round_trip_exact"] for r in codec_rows)
-  print(f"\nround trip exact for every test image and lambda: {exact}")
+  lossless = [r for r in residual_rows if r["step"] == 1]
+  if lossless:
+    print("\nLossless (residual step 1) against PNG, file bytes per image:\n")
+    print(_bench.markdown_table(
+        ["codec", "images decoded exactly", "codec file B", "PNG file B", "PNG/codec",
+         "codec stream B/img"],
+        [[f"{r['family']} {r['lambda']:g}", f"{r['lossless_fraction']:.4f}",
+          f"{r['file_bytes']:.1f}", f"{png['file_bytes']:.1f}",
+          f"{png['file_bytes'] / r['file_bytes']:.2f}", f"{r['payload_bytes']:.2f}"]
+         for r in lossless]))
+  exact = all(r["round_trip_exact"] for r in codec_rows + residual_rows)
+  print(f"\nround trip exact for every test image, lambda and residual step: {exact}")
   m = _bench.machine()
   print(f"machine: {m['cores']} cores, {m['cpu']}, JAX {m['jax']} {m['backend']}")
   if args.plot:
-    plot(args.plot, codec_rows, jpeg_rows, png, int(x_u8.shape[0]))
+    plot(args.plot, codec_rows, jpeg_rows, png, int(x_u8.shape[0]), residual_rows)
   _bench.write_json(args.json, {"machine": m, "images": int(x_u8.shape[0]),
-                                "codec": codec_rows, "jpeg": jpeg_rows, "png": png,
+                                "codec": codec_rows, "residual": residual_rows,
+                                "jpeg": jpeg_rows, "png": png,
                                 "equal_psnr": equal, "round_trip_exact": exact})
 
 

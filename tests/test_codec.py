@@ -34,10 +34,12 @@ def sweep(digits):
 
 
 @pytest.fixture(scope="session")
-def model_dir(sweep, tmp_path_factory):
-  """A work directory holding the lambda = 0.01 codec's bundle."""
+def model_dir(sweep, digits, tmp_path_factory):
+  """A work directory holding the lambda = 0.01 codec's bundle, with
+  residual tables counted on digits' training split."""
   wd = tmp_path_factory.mktemp("codec-model")
-  codec_io.Codec.from_state(sweep[0.01]).save(wd / codec_io.BUNDLE_FILE)
+  codec_io.Codec.from_state(sweep[0.01]).with_residual(digits[0].x).save(
+      wd / codec_io.BUNDLE_FILE)
   return wd
 
 
@@ -232,7 +234,7 @@ def _reseal(blob: bytes, **fields) -> bytes:
   import struct
   import zlib
   vals = list(codec_io.HEADER.unpack_from(blob))
-  names = ["magic", "version", "kind", "model_id", "n", "h", "w", "c", "size", "crc"]
+  names = ["magic", "version", "kind", "model_id", "n", "h", "w", "c", "step", "size", "crc"]
   for k, v in fields.items():
     vals[names.index(k)] = v
   head = codec_io.HEADER.pack(*vals)[:28]
@@ -249,7 +251,10 @@ def stack_blob(bundle, digits):
     (lambda b: b"GIF89a" + b[6:], "not an unsupjax codec file"),
     (lambda b: b"", "not an unsupjax codec file"),
     (lambda b: b[:20], "truncated: 20 bytes, shorter than the 32-byte header"),
-    (lambda b: _reseal(b, version=2), "format version 2 is not supported"),
+    (lambda b: _reseal(b, version=3), "format version 3 is not supported"),
+    (lambda b: _reseal(b, version=2), "corrupt header (version 2, residual step 0)"),
+    (lambda b: _reseal(b, step=5), "corrupt header (version 1, residual step 5)"),
+    (lambda b: _reseal(b, version=2, step=7), "coded with residual step 7, which"),
     (lambda b: _reseal(b, model_id=b"\x01" * 8), "compressed by model 0101010101010101"),
     (lambda b: b[:-3], "truncated: the header announces"),
     (lambda b: b + b"\x00", "unexpected bytes after"),
@@ -370,3 +375,171 @@ def test_train_cli_leaves_a_bundle_and_summary(tmp_path, capsys):
   assert ev["test_coded_stream_bytes"] == summary["test_stream_bytes"]
   assert cli.main(["train", "codec", "--lambda", "-1", "--workdir", str(wd)]) == 2
   assert "--lambda: expected a positive number, got -1.0" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ residual
+
+
+def test_residual_quantiser_is_the_nearest_level():
+  """For every 8-bit value and base and every step: r rounds (x - b) / step
+  to the nearest integer (float reference; no ties, the step is odd) and
+  lies in its base's support, the decoded pixel clip(b + step r) is within
+  (step - 1) / 2 of x, and step 1 is exact."""
+  x, b = (a.ravel() for a in np.meshgrid(np.arange(256), np.arange(256)))
+  for step in codec.RESIDUAL_STEPS:
+    r = codec.residual_symbols(x, b, step)
+    np.testing.assert_array_equal(r, np.round((x - b) / step))
+    lo, width = codec.residual_support(step)
+    assert np.all(r >= lo[b]) and np.all(r < lo[b] + width[b]) and width.min() >= 2
+    for v in range(256):   # the support is exactly the r that some x reaches
+      assert set(r[b == v]) == set(range(lo[v], lo[v] + width[v]))
+    got = codec.residual_pixels(b, r, step).astype(int)
+    np.testing.assert_array_equal(got, np.clip(b + step * np.round((x - b) / step), 0, 255))
+    assert np.abs(got - x).max() <= (step - 1) // 2
+  np.testing.assert_array_equal(codec.residual_pixels(b, codec.residual_symbols(x, b, 1), 1), x)
+  for bad in (0, 2, 256, -1, 1.0, True):
+    with pytest.raises(ValueError, match="step: expected an odd integer in"):
+      codec.residual_symbols(x, b, bad)
+
+
+def test_residual_tables_follow_the_counts():
+  rng = np.random.default_rng(0)
+  step, n = 5, 6000
+  lo, width = codec.residual_support(step)
+  # Base 0: residual always 0; base 100: spread over -2..2; base 255: mostly
+  # 0, else the lowest symbol (-51).
+  base = np.repeat(np.array([0, 100, 255]), n).astype(np.uint8)
+  r = np.concatenate([np.zeros(n, int), rng.integers(-2, 3, n),
+                      np.where(rng.uniform(size=n) < 0.9, 0, -51)])
+  t = codec.build_residual_tables(r, base, step)
+  np.testing.assert_array_equal(t.lo, lo)
+  np.testing.assert_array_equal(t.width, width)
+  assert t.freq.shape == (256, width.max())
+  for b in range(256):
+    f = t.freq[b, :width[b]]
+    assert f.sum() == 2**codec.FREQ_BITS and f.min() >= 1 and not t.freq[b, width[b]:].any()
+  # Each context's probabilities are its counts + 1/2, to within the quantisation.
+  for b in (0, 100, 255):
+    counts = np.bincount(r[base == b] - lo[b], minlength=width[b]) + 0.5
+    np.testing.assert_allclose(t.freq[b, :width[b]] / 2**codec.FREQ_BITS,
+                               counts / counts.sum(),
+                               atol=(width[b] + 1) / 2**codec.FREQ_BITS)
+  # Coding the training symbols costs their cross-entropy under counts + 1/2.
+  xent = 0.0
+  for b in (0, 100, 255):
+    c = np.bincount(r[base == b] - lo[b], minlength=width[b])
+    xent += -np.sum(c * np.log2((c + 0.5) / (n + 0.5 * width[b])))
+  assert codec.residual_bits(t, r, base) == pytest.approx(xent, rel=1e-3)
+  with pytest.raises(ValueError, match="outside the support"):
+    codec.build_residual_tables(r + 60, base, step)
+
+
+def test_logit_thresholds_are_unambiguous_and_round_the_sigmoid():
+  """2^F logit((k - 1/2) / 255) is never within 1e-6 of an integer (so the
+  ceilings do not depend on the last bits of log), and thresholding a
+  fixed-point logit equals round(255 sigmoid) computed in float64."""
+  k = np.arange(1, 256, dtype=np.float64)
+  v = np.log((2 * k - 1) / (511 - 2 * k)) * 2.0**codec.FIXED_POINT_BITS
+  assert v[127] == 0.0                      # log(1), exact in IEEE arithmetic
+  assert np.min(np.abs(np.delete(v, 127) - np.round(np.delete(v, 127)))) > 1e-6
+  z = np.random.default_rng(0).integers(-12 * 2**16, 12 * 2**16, 200000).astype(np.float64)
+  got = np.searchsorted(codec.logit_thresholds(), z, side="right")
+  want = np.floor(255 * special.expit(z / 2.0**codec.FIXED_POINT_BITS) + 0.5)
+  np.testing.assert_array_equal(got, want)
+
+
+def test_integer_base_is_exact_and_close_to_the_float_decoder(bundle, digits):
+  """The fixed-point decoder equals a pure int64 evaluation of the same
+  arithmetic, and the float decoder's picture rounded to 8 bits almost
+  everywhere (never more than one level apart)."""
+  q = bundle.quantise(digits[1].x)
+  layers = codec.integer_decoder(bundle.params["net"])
+  base = codec.integer_base(layers, q)
+  a = q.astype(np.int64)
+  for i, (w, b) in enumerate(layers):
+    z = a @ w.astype(np.int64)
+    z = (z if i == 0 else z >> codec.FIXED_POINT_BITS) + b.astype(np.int64)
+    a = np.maximum(z, 0) if i < len(layers) - 1 else z
+  np.testing.assert_array_equal(base, np.searchsorted(codec.logit_thresholds(), a, side="right"))
+  np.testing.assert_array_equal(bundle.base_pixels(q), base)
+  ref = codec_io.to_uint8(bundle.reconstruct(q)).reshape(base.shape).astype(int)
+  assert np.abs(base - ref).max() <= 1 and np.mean(base != ref) < 5e-3
+  # Past 2^52 the products go through int64, still exactly.
+  big = np.array([[2.0**40, 3.0]]), np.array([[2.0**13 + 1], [5.0]])
+  assert codec._exact_matmul(*big)[0, 0] == 2**40 * (2**13 + 1) + 15
+
+
+def test_residual_round_trip_bounds_and_rates(bundle, digits):
+  """Every step: the residual symbols decode exactly, every pixel is within
+  (step - 1) / 2 of the 8-bit original (exact at step 1), and the coded
+  size falls as the step grows; latents-only files keep the version-1
+  layout."""
+  x = digits[1].x
+  x_u8 = codec_io.to_uint8(x)
+  assert sorted(bundle.residual) == list(codec.RESIDUAL_STEPS)
+  lossy = codec_io.compress(bundle, x)
+  assert lossy[4] == 1 and lossy[23] == 0
+  sizes = []
+  for step in codec.RESIDUAL_STEPS:
+    blob = codec_io.compress(bundle, x, residual_step=step)
+    assert blob[4] == 2 and blob[23] == step
+    header, q, r = codec_io.decode_symbols(bundle, blob)
+    np.testing.assert_array_equal(q, bundle.quantise(x))
+    base = bundle.base_pixels(q)
+    np.testing.assert_array_equal(r, codec.residual_symbols(x_u8.reshape(len(x), -1), base, step))
+    header, images = codec_io.decompress(bundle, blob)
+    assert header.residual_step == step
+    err = np.abs(codec_io.to_uint8(images).astype(int) - x_u8)
+    assert err.max() <= (step - 1) // 2
+    np.testing.assert_array_equal(images, codec_io.to_uint8(images) / np.float32(255))
+    sizes.append(len(blob))
+  assert err.max() > 0 and np.all(np.diff(sizes) < 0) and sizes[-1] > len(lossy), sizes
+  # The residual's coded size is close to its ideal code length.
+  base = bundle.base_pixels(bundle.quantise(x))
+  r1 = codec.residual_symbols(x_u8.reshape(len(x), -1), base, 1)
+  ideal = (bundle.tables.bits(bundle.quantise(x)).sum() +
+           codec.residual_bits(bundle.residual[1], r1, base))
+  assert ideal - 32 <= 8 * (sizes[0] - 32) <= 1.01 * ideal + 96
+
+
+def test_residual_steps_are_checked_before_work(sweep, bundle, digits, tmp_path, capsys):
+  x = digits[1].x[:3]
+  with pytest.raises(ValueError, match=r"residual_step: expected 0 \(none\) or one of"):
+    codec_io.compress(bundle, x, residual_step=7)
+  plain = codec_io.Codec.from_state(sweep[0.01])
+  with pytest.raises(ValueError, match="residual_step: this model has no residual tables"):
+    codec_io.compress(plain, x, residual_step=1)
+  # A file with a residual cannot be decoded by a model without its tables.
+  blob = codec_io.compress(bundle, x, residual_step=3)
+  stripped = codec_io.Codec(config=bundle.config, image_shape=bundle.image_shape,
+                            params=bundle.params, tables=bundle.tables,
+                            residual={1: bundle.residual[1]})
+  with pytest.raises(codec_io.CodecFormatError, match="compressed by model"):
+    codec_io.decode_symbols(stripped, blob)
+  # Bundles without residual tables still save and load (format 1).
+  path = tmp_path / codec_io.BUNDLE_FILE
+  plain.save(path)
+  back = codec_io.Codec.load(path)
+  assert back.residual == {} and back.model_id == plain.model_id
+  np.save(tmp_path / "s.npy", x)
+  assert cli.main(["compress", "--model", str(tmp_path), "--residual-step", "1",
+                   str(tmp_path / "s.npy"), str(tmp_path / "s.ujx")]) == 2
+  assert "--residual-step: this model has no residual tables" in capsys.readouterr().err
+  assert not (tmp_path / "s.ujx").exists()
+
+
+def test_lossless_png_round_trip_in_another_process(model_dir, digits, tmp_path):
+  """`compress --residual-step 1` in one process, `decompress` in another:
+  the PNG comes back identical."""
+  from PIL import Image
+  img = (digits[1].x[7, ..., 0] * 255).round().astype(np.uint8)
+  Image.fromarray(img).save(tmp_path / "d.png")
+  out = run_cli(["compress", "--model", str(model_dir), "--residual-step", "1", "d.png",
+                 "d.ujx"], tmp_path)
+  assert out.returncode == 0 and "residual step 1" in out.stdout, out.stderr
+  out = run_cli(["decompress", "--model", str(model_dir), "d.ujx", "o.png"], tmp_path)
+  assert out.returncode == 0, out.stderr
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o.png")), img)
+  out = run_cli(["compress", "--model", str(model_dir), "--residual-step", "2", "d.png",
+                 "e.ujx"], tmp_path)
+  assert out.returncode == 2 and "--residual-step: expected 0 (none) or one of" in out.stderr

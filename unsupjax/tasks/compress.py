@@ -3,7 +3,9 @@
 IN is a PNG (one image) or a .npy stack (uint8, or float in [0, 1], shaped
 (n, h, w) / (n, h, w, c)); OUT is the container of `codec_io.py`. The latents
 are quantised here, once; OUT is written atomically (no partial file on
-error).
+error). `--residual-step S` also sends the 8-bit residual against the
+decoder's picture, quantised with the odd step S: every pixel within
+(S - 1) / 2 of the original, S = 1 lossless.
 """
 
 from __future__ import annotations
@@ -46,19 +48,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_model_argument(parser)
   parser.add_argument("input", metavar="IN", help="a .png image or a .npy stack")
   parser.add_argument("output", metavar="OUT", help="the compressed file to write")
+  parser.add_argument("--residual-step", type=int, default=0, metavar="S",
+                      help="0 (default): the latents only; an odd step of the model "
+                           "(1, 3, 5, 9, 17, 33, 65, 129 for models trained by `unsupjax train "
+                           "codec`): also code the residual, every pixel within (S - 1) / 2 "
+                           "levels of the original, 1 = lossless")
 
 
 def run(args: argparse.Namespace) -> dict:
   c = load_codec(args.model)
   out = check_output(args.output)
   try:
+    step = c.check_residual_step(args.residual_step, "--residual-step")
     x, kind = codec_io.read_images(args.input, c.image_shape, "IN")
   except ValueError as e:
     raise common.UsageError(str(e)) from None
-  blob = codec_io.compress(c, x, kind)
+  blob = codec_io.compress(c, x, kind, residual_step=step)
   codec_io.atomic_write(out, lambda f: f.write(blob))
   h, w, _ = c.image_shape
   bpp = len(blob) * 8 / (x.shape[0] * h * w)
+  extra = f", residual step {step}" if step else ""
   print(f"{args.input}: {x.shape[0]} image(s) -> {out} ({len(blob)} bytes, {bpp:.4f} bpp, "
-        f"model {c.model_id.hex()})")
-  return {"bytes": len(blob), "bpp": bpp, "images": int(x.shape[0])}
+        f"model {c.model_id.hex()}{extra})")
+  return {"bytes": len(blob), "bpp": bpp, "images": int(x.shape[0]), "residual_step": step}

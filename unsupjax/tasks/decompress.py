@@ -4,7 +4,7 @@ OUT is a .png (a file holding one image) or a .npy (f32 in [0, 1]; a stack
 is (n, h, w, c)). A file that is not a codec file, was made by another model,
 is truncated or corrupt is refused with one line naming the problem, and OUT
 is not written. Only integers are decoded here; the network then maps them
-to pixels.
+to pixels (plus the residual, for a file compressed with --residual-step).
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ def run(args: argparse.Namespace) -> dict:
     raise common.UsageError(f"IN: no such file: {args.input!r}")
   blob = src.read_bytes()
   try:
-    header, q = codec_io.decode_latents(c, blob, "IN")
+    header = codec_io.parse(blob, "IN")
+    if header.kind == codec_io.KIND_STACK and suffix != ".npy":
+      raise common.UsageError(f"OUT: IN holds a stack of {header.n} images, which decodes to "
+                              f".npy, got {args.output!r}")
+    header, x = codec_io.decompress(c, blob, "IN")
   except codec_io.CodecFormatError as e:
     raise common.UsageError(str(e)) from None
-  if header.kind == codec_io.KIND_STACK and suffix != ".npy":
-    raise common.UsageError(f"OUT: IN holds a stack of {header.n} images, which decodes to "
-                            f".npy, got {args.output!r}")
-  x = c.reconstruct(q)
   codec_io.write_images(out, x, header.kind)
   print(f"{args.input}: {header.n} image(s) -> {out}")
   return {"images": header.n}
