@@ -366,6 +366,14 @@ def test_train_cli_leaves_a_bundle_and_summary(tmp_path, capsys):
   for key in ("test_bpp_prior", "test_stream_bpp", "test_file_bytes", "test_psnr"):
     assert np.isfinite(summary[key])
   assert summary["test_stream_bytes"] == pytest.approx(summary["test_stream_bpp"] * 360 * 64 / 8)
+  # The residual tables were counted, and the summary prices every step.
+  assert sorted(c.residual) == list(codec.RESIDUAL_STEPS)
+  res = summary["test_residual"]
+  assert sorted(int(k) for k in res) == list(codec.RESIDUAL_STEPS)
+  assert res["1"]["lossless_fraction"] == 1.0 and res["1"]["max_abs_error"] == 0
+  assert all(res[str(s)]["max_abs_error"] <= (s - 1) // 2 for s in codec.RESIDUAL_STEPS)
+  bpp = [res[str(s)]["stream_bpp"] for s in codec.RESIDUAL_STEPS]
+  assert np.all(np.diff(bpp) < 0) and bpp[-1] > summary["test_stream_bpp"]
   assert (wd / "reconstructions.png").exists()
   # `unsupjax evaluate` re-opens the run from its files.
   assert cli.main(["evaluate", str(wd)]) == 0

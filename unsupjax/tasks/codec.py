@@ -155,7 +155,8 @@ def run(args: argparse.Namespace) -> dict:
         f"({summary['wall_seconds']:.1f} s) -> {workdir}")
   if "residual" in coded:
     print("with a residual (--residual-step S): " + "; ".join(
-        f"S={s}: {m['stream_bpp']:.3f} bpp, {m['psnr_8bit']:.1f} dB"
+        f"S={s}: {m['stream_bpp']:.3f} bpp, "
+        + ("lossless" if m["lossless_fraction"] == 1 else f"{m['psnr_8bit']:.1f} dB")
         for s, m in coded["residual"].items()))
   return summary
 
