@@ -55,7 +55,7 @@ class Unsupjax:
     t0 = time.perf_counter()
     lowered = epoch_fn.lower(self.state, self.x, self.data_key, self.step_key, jnp.int32(0))
     t1 = time.perf_counter()
-    self.compiled = lowered.compile()
+    self.compiled = train.compile_lowered(lowered)
     t2 = time.perf_counter()
     self.trace_seconds, self.compile_seconds = t1 - t0, t2 - t1
     self.setup_seconds = t2 - t0

@@ -38,7 +38,7 @@ def one_class_mnist(args) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from unsupjax import anomaly, autoencoder, data
+  from unsupjax import anomaly, autoencoder, data, train
 
   kw = dict(data_dir=args.data_dir, download=False)
   tr, te = data.load(args.dataset, "train", **kw), data.load(args.dataset, "test", **kw)
@@ -66,8 +66,9 @@ def one_class_mnist(args) -> dict:
   xs_d, counts_d = jax.device_put(xs), jax.device_put(counts)
   # Slices of the stack: the same static fields (optimizer), one compile.
   singles = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in classes]
-  vm_c = vm.lower(stacked, xs_d, counts_d, fit_keys, jnp.int32(0)).compile()
-  one_c = one.lower(singles[0], xs_d[0], counts_d[0], fit_keys[0], jnp.int32(0)).compile()
+  vm_c = train.compile_lowered(vm.lower(stacked, xs_d, counts_d, fit_keys, jnp.int32(0)))
+  one_c = train.compile_lowered(
+      one.lower(singles[0], xs_d[0], counts_d[0], fit_keys[0], jnp.int32(0)))
   t_vmap = _bench.median_seconds(
       lambda: jax.block_until_ready(vm_c(stacked, xs_d, counts_d, fit_keys, jnp.int32(0))),
       repeats=3)

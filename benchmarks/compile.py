@@ -6,9 +6,10 @@ rows):
 
   * trace + lower: `jax.jit(step).trace(...)` then `.lower()`;
   * compile (cold): `lowered.compile()` with an empty persistent cache;
-  * compile from the cache: the same trace + lower + compile in a fresh
-    process sharing the (now warm) persistent compilation cache, with the
-    cache hit confirmed by JAX's `/jax/compilation_cache/cache_hits` event;
+  * compile from the cache: the `compile()` of the same trace + lower in a
+    fresh process sharing the (now warm) persistent compilation cache, with
+    the cache hit confirmed by JAX's `/jax/compilation_cache/cache_hits`
+    event; the median over `--cache-runs` such processes;
   * GFLOP per step from `compiled.cost_analysis()`, the steady step time
     (median of repetitions, each ended by block_until_ready), the achieved
     FLOP/s and its fraction of this machine's f32 matmul peak measured in the
@@ -18,7 +19,13 @@ and, separately, the compilations a full `unsupjax train ae` run performs
 (counted from JAX's compile log, grouped by program name and argument
 shapes: a group compiled twice is a recompilation).
 
-  python benchmarks/compile.py [--json benchmarks/results/compile.json]
+Programs are compiled as the library compiles its steps
+(`train.compile_lowered`: on CPU with `train.CPU_COMPILER_OPTIONS`).
+`--xla-defaults` measures with XLA's default options instead;
+`--compare-xla-defaults` also compiles every case with XLA's defaults and
+times the two programs' steps round-robin in the same run.
+
+  python benchmarks/compile.py [--compare-xla-defaults] [--json benchmarks/results/compile.json]
 """
 
 from __future__ import annotations
@@ -79,13 +86,24 @@ def build(name: str, batch: int):
 
 def trace_lower_compile(step, state, x, key):
   import jax
+
+  from unsupjax import train
   t0 = time.perf_counter()
   traced = jax.jit(step).trace(state, x, key)
   lowered = traced.lower()
   t1 = time.perf_counter()
-  compiled = lowered.compile()
+  compiled = train.compile_lowered(lowered)
   t2 = time.perf_counter()
   return compiled, t1 - t0, t2 - t1
+
+
+def compile_with_xla_defaults(step, state, x, key):
+  """(compiled, seconds): the same program compiled with XLA's defaults."""
+  import jax
+  lowered = jax.jit(step).trace(state, x, key).lower()
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  return compiled, time.perf_counter() - t0
 
 
 def _count_cache_hits():
@@ -166,20 +184,33 @@ def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--json", default=None)
   ap.add_argument("--repeats", type=int, default=5)
+  ap.add_argument("--cache-runs", type=int, default=3,
+                  help="fresh processes that load every step from the warm cache "
+                       "(the median is reported)")
+  ap.add_argument("--xla-defaults", action="store_true",
+                  help="compile with XLA's default options, not the library's CPU options")
+  ap.add_argument("--compare-xla-defaults", action="store_true",
+                  help="also compile each case with XLA's defaults; time both steps "
+                       "round-robin")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
+  if args.xla_defaults:
+    os.environ["UNSUPJAX_CPU_COMPILER_OPTIONS"] = "0"  # read by the child too
   if args.child:
     child(args.child)
     return
   _bench.reexec_without_blas_throttles()
 
   import jax
+  import numpy as np
+
   from unsupjax import train
 
   cache_dir = tempfile.mkdtemp(prefix="unsupjax-compile-bench-")
   train.enable_compilation_cache(cache_dir)
   peak = _bench.matmul_peak_flops()
-  rows, results = [], {}
+  options = train.compiler_options()
+  rows, results, compare_rows = [], {}, []
   for name, batch in CASES:
     step, state, x, key = build(name, batch)
     compiled, lower_s, compile_s = trace_lower_compile(step, state, x, key)
@@ -189,23 +220,39 @@ def main() -> None:
     xs = jax.device_put(x)
     step_s = _bench.median_seconds(
         lambda: jax.block_until_ready(compiled(state, xs, key)), args.repeats)
-    results[f"{name}/{batch}"] = {
+    results[f"{name}/{batch}"] = r = {
         "step": name, "batch": batch, "lower_s": lower_s, "compile_s": compile_s,
         "gflop": flops / 1e9, "step_s": step_s, "flops_per_s": flops / step_s,
         "fraction_of_peak": flops / step_s / peak}
+    if args.compare_xla_defaults and options:
+      plain, plain_s = compile_with_xla_defaults(step, state, x, key)
+      runs = {"options": compiled, "defaults": plain}
+      times = {k: [] for k in runs}
+      for _ in range(3):   # round-robin, each a median of `repeats` steps
+        for k, fn in runs.items():
+          times[k].append(_bench.median_seconds(
+              lambda: jax.block_until_ready(fn(state, xs, key)), args.repeats))
+      opt_ms, def_ms = (1e3 * float(np.median(times[k])) for k in ("options", "defaults"))
+      r.update(xla_defaults_compile_s=plain_s, round_robin_step_ms_options=opt_ms,
+               round_robin_step_ms_defaults=def_ms)
+      compare_rows.append([name, batch, plain_s, compile_s, compile_s / plain_s,
+                           def_ms, opt_ms, opt_ms / def_ms])
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [str(pathlib.Path(__file__).resolve().parents[1])] +
       [p for p in [os.environ.get("PYTHONPATH")] if p]))
-  proc = subprocess.run([sys.executable, __file__, "--child", cache_dir], env=env,
-                        capture_output=True, text=True)
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-  if proc.returncode or not line:
-    raise SystemExit("cache-warm child failed:\n" + proc.stdout + proc.stderr[-4000:])
-  warm = json.loads(line[0][len("RESULT "):])
+  warm_runs = []
+  for _ in range(args.cache_runs):  # one sample per fresh process; the median kept
+    proc = subprocess.run([sys.executable, __file__, "--child", cache_dir], env=env,
+                          capture_output=True, text=True)
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not line:
+      raise SystemExit("cache-warm child failed:\n" + proc.stdout + proc.stderr[-4000:])
+    warm_runs.append(json.loads(line[0][len("RESULT "):]))
   for k, r in results.items():
-    r["cached_lower_s"] = warm[k]["lower_s"]
-    r["cached_compile_s"] = warm[k]["compile_s"]
-    r["cache_hit"] = warm[k]["cache_hit"]
+    r["cached_lower_s"] = float(np.median([w[k]["lower_s"] for w in warm_runs]))
+    r["cached_compile_s"] = float(np.median([w[k]["compile_s"] for w in warm_runs]))
+    r["cached_compile_s_runs"] = [w[k]["compile_s"] for w in warm_runs]
+    r["cache_hit"] = all(w[k]["cache_hit"] for w in warm_runs)
     rows.append([r["step"], r["batch"], r["lower_s"], r["compile_s"],
                  r["cached_compile_s"], "yes" if r["cache_hit"] else "NO",
                  r["gflop"], r["step_s"] * 1e3, r["flops_per_s"] / 1e9,
@@ -220,9 +267,16 @@ def main() -> None:
         f"({m['devices']} device(s)); f32 matmul peak measured here: "
         f"{peak / 1e9:.1f} GFLOP/s; load average at the end {load[0]:.1f} "
         f"(other jobs share these cores)\n")
+  print(f"Compiler options: {options or 'XLA defaults'}\n")
   print(_bench.markdown_table(
       ["step", "batch", "trace+lower s", "compile s (cold)", "compile s (cache)",
        "cache hit", "GFLOP/step", "step ms", "GFLOP/s", "% of peak"], rows))
+  if compare_rows:
+    print("\nThe library's CPU options against XLA's defaults (same run; step times "
+          "round-robin, median of 3 rounds):\n")
+    print(_bench.markdown_table(
+        ["step", "batch", "compile s (XLA defaults)", "compile s (options)", "ratio",
+         "step ms (XLA defaults)", "step ms (options)", "ratio"], compare_rows))
   slow = [k for k, r in results.items() if r["compile_s"] >= 2.0]
   slow_cached = [k for k, r in results.items() if r["cached_compile_s"] >= 0.3]
   print(f"\nGoal < 2 s cold: {'met' if not slow else 'NOT met for ' + ', '.join(slow)}; "
@@ -235,7 +289,7 @@ def main() -> None:
         f"with equal names and argument types (static parameters not logged): "
         f"{cli_counts['eager_same_types'] or 'none'}")
   _bench.write_json(args.json, {"machine": m, "peak_flops": peak, "cases": results,
-                                "cli_ae": cli_counts})
+                                "compiler_options": options, "cli_ae": cli_counts})
 
 
 if __name__ == "__main__":

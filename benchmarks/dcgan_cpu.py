@@ -33,7 +33,7 @@ def build(batch: int, native_upconv: bool, critic_in_loop: bool):
   import jax
   import numpy as np
 
-  from unsupjax import gan, gan_nets
+  from unsupjax import gan, gan_nets, train
 
   class NativeUp(nn.Module):
     features: int
@@ -58,7 +58,7 @@ def build(batch: int, native_upconv: bool, critic_in_loop: bool):
 
     step = looped if critic_in_loop else gan.train_step
     t0 = time.perf_counter()
-    compiled = jax.jit(step).trace(state, img, jax.random.key(1)).lower().compile()
+    compiled = train.compile_lowered(jax.jit(step).trace(state, img, jax.random.key(1)).lower())
     compile_s = time.perf_counter() - t0
   finally:
     gan_nets.UpConv = saved

@@ -178,3 +178,26 @@ def test_fit_copes_with_aliased_state_leaves_and_leaves_the_callers_state_valid(
   assert int(res.state.step) == 8
   np.testing.assert_array_equal(np.asarray(s0.extra["a"]), np.ones(3))  # not donated away
   np.testing.assert_array_equal(np.asarray(res.state.inner.seen), np.full(3, 33.0))
+
+
+def test_compile_lowered_uses_the_cpu_options_and_falls_back(monkeypatch, capsys):
+  """On CPU the library's programs get CPU_COMPILER_OPTIONS (and compute
+  what XLA's defaults compute); UNSUPJAX_CPU_COMPILER_OPTIONS=0 turns them
+  off; an option this jaxlib does not know falls back to the defaults once,
+  with a message."""
+  f = lambda x: jnp.tanh(x) @ x.T + jnp.sum(x**2)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(16, 8)), jnp.float32)
+  lowered = jax.jit(f).lower(x)
+  assert train.compiler_options() == train.CPU_COMPILER_OPTIONS
+  np.testing.assert_allclose(train.compile_lowered(lowered)(x), lowered.compile()(x),
+                             rtol=1e-6)
+  monkeypatch.setenv("UNSUPJAX_CPU_COMPILER_OPTIONS", "0")
+  assert train.compiler_options() is None
+  monkeypatch.delenv("UNSUPJAX_CPU_COMPILER_OPTIONS")
+  monkeypatch.setattr(train, "CPU_COMPILER_OPTIONS", {"xla_no_such_option_here": 1})
+  monkeypatch.setattr(train, "_COMPILER_OPTIONS_OK", [True])
+  np.testing.assert_allclose(train.compile_lowered(lowered)(x), f(x), rtol=1e-6)
+  assert "does not take ['xla_no_such_option_here']" in capsys.readouterr().err
+  assert train.compiler_options() is None
+  train.compile_lowered(lowered)
+  assert capsys.readouterr().err == ""

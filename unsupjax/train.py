@@ -195,6 +195,41 @@ def evaluate(state, eval_step: EvalStep, x: np.ndarray,
   return _to_python(compiled_eval_fn(eval_step, state, xb, mask)(state, xb, mask))
 
 
+# XLA options for the library's compiled steps on the CPU backend: LLVM
+# optimisation level 1 instead of XLA's default. On this project's 2-core
+# CPU the cold compiles took 0.76-1.05x as long (DCGAN 2.87 -> 2.48 s)
+# and the steps 0.92-1.06x, within noise (benchmarks/compile.py
+# --compare-xla-defaults times both in one run). UNSUPJAX_CPU_COMPILER_OPTIONS=0 turns it off; a jaxlib
+# that no longer knows the option compiles with XLA's defaults (and says
+# so once).
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+_COMPILER_OPTIONS_OK = [True]
+
+
+def compiler_options() -> dict | None:
+  """The XLA options `compile_lowered` uses: CPU_COMPILER_OPTIONS on the
+  CPU backend (unless UNSUPJAX_CPU_COMPILER_OPTIONS=0), else None."""
+  if (jax.default_backend() != "cpu" or not _COMPILER_OPTIONS_OK[0]
+      or os.environ.get("UNSUPJAX_CPU_COMPILER_OPTIONS", "1") == "0"):
+    return None
+  return dict(CPU_COMPILER_OPTIONS)
+
+
+def compile_lowered(lowered):
+  """lowered.compile() with `compiler_options()`."""
+  options = compiler_options()
+  if options:
+    try:
+      return lowered.compile(compiler_options=options)
+    except jax.errors.JaxRuntimeError as e:
+      if "No such compile option" not in str(e):
+        raise
+      _COMPILER_OPTIONS_OK[0] = False
+      print(f"unsupjax: this jaxlib does not take {sorted(options)} ({e}); compiling "
+            f"with XLA's defaults", file=sys.stderr)
+  return lowered.compile()
+
+
 _EVAL_PROGRAMS: dict = {}
 _EVAL_PROGRAMS_MAX = 16
 
@@ -209,11 +244,11 @@ def compiled_eval_fn(eval_step: EvalStep, state, xb, mask) -> Callable:
   try:
     hash(key)
   except TypeError:  # unhashable static fields: compile without keeping it
-    return jax.jit(make_eval_fn(eval_step)).lower(*args).compile()
+    return compile_lowered(jax.jit(make_eval_fn(eval_step)).lower(*args))
   if key not in _EVAL_PROGRAMS:
     if len(_EVAL_PROGRAMS) >= _EVAL_PROGRAMS_MAX:
       _EVAL_PROGRAMS.pop(next(iter(_EVAL_PROGRAMS)))
-    _EVAL_PROGRAMS[key] = jax.jit(make_eval_fn(eval_step)).lower(*args).compile()
+    _EVAL_PROGRAMS[key] = compile_lowered(jax.jit(make_eval_fn(eval_step)).lower(*args))
   return _EVAL_PROGRAMS[key]
 
 
@@ -640,12 +675,12 @@ def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
     if mode is None:  # decided from this trace, so the step is traced once
       mode = _on_device_mode(traced.jaxpr.jaxpr)
     if mode == "scan":
-      programs = {steps: traced.lower().compile()}
+      programs = {steps: compile_lowered(traced.lower())}
 
       def run(st, ids):
         m, ids = int(np.shape(ids)[0]), put_ids(ids)
         if m not in programs:
-          programs[m] = scan_jit.lower(st, x_dev, ids, key).compile()
+          programs[m] = compile_lowered(scan_jit.lower(st, x_dev, ids, key))
         st, metrics = programs[m](st, x_dev, ids, key)
         return st, _to_python(metrics)
 
@@ -662,7 +697,7 @@ def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
   # Over several processes an AOT-compiled pmap wants global arrays; the
   # pmapped function itself takes each process's local ones (and compiles
   # on its first call, once).
-  compiled = one if (multi and parallel == "pmap") else one.lower(*example).compile()
+  compiled = one if (multi and parallel == "pmap") else compile_lowered(one.lower(*example))
   del placed, example
 
   def run(st, ids):
