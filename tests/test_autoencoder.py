@@ -193,6 +193,10 @@ def test_conv_and_denoising_learn_digits(digits):
     (dict(corruption="blur", noise_level=0.1), "corruption"),
     (dict(corruption="mask", noise_level=1.5), "noise_level"),
     (dict(corruption="gaussian", noise_level=0.0), "noise_level"),
+    (dict(optimizer="rmsprop"), "optimizer: expected one of"),
+    (dict(optimizer="sgd", momentum=1.0), "momentum: expected a value in"),
+    (dict(kernel_init="he_normal"), "kernel_init: expected one of"),
+    (dict(arch="conv", kernel_init="fan_in_uniform"), "kernel_init: names the dense"),
 ])
 def test_bad_config_variants(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -205,3 +209,54 @@ def test_conv_rejects_shapes_it_cannot_take():
     ae.init_state(jax.random.PRNGKey(0), cfg, jnp.zeros((1, 10, 10, 1)))
   with pytest.raises(ValueError, match="height, width, channels"):
     ae.init_state(jax.random.PRNGKey(0), cfg, jnp.zeros((1, 64)))
+
+
+def test_fan_in_uniform_init_has_its_bounds_and_variance():
+  """kernel_init='fan_in_uniform': every kernel U(-1/sqrt(fan_in), +1/sqrt(fan_in))
+  (variance 1/(3 fan_in)); the default keeps Glorot's wider bound."""
+  x = jnp.zeros((1, 28, 28, 1))
+  cfg = ae.AEConfig(hidden=(500, 500, 2000), latent_dim=10, kernel_init="fan_in_uniform",
+                    loss="mse", output="linear", linear_code=True)
+  st = ae.init_state(jax.random.PRNGKey(3), cfg, x)
+  kernels = [v for path, v in jax.tree_util.tree_leaves_with_path(st.params)
+             if "kernel" in jax.tree_util.keystr(path)]
+  assert len(kernels) == 8
+  for w in kernels:
+    w = np.asarray(w, np.float64)
+    fan_in, fan_out = w.shape
+    limit = 1 / np.sqrt(fan_in)
+    assert np.abs(w).max() <= limit and np.abs(w).max() > 0.95 * limit
+    np.testing.assert_allclose(w.var(), limit ** 2 / 3, rtol=0.1)
+  glorot = ae.init_state(jax.random.PRNGKey(3), ae.AEConfig(), x)
+  w = np.asarray(glorot.params["encoder"]["dense_0"]["kernel"])
+  assert np.abs(w).max() > 1.5 / np.sqrt(784)  # sqrt(6 / (784 + 128)) = 2.3 / sqrt(784)
+
+
+def test_sgd_momentum_steps_match_the_update_rule(digits):
+  """optimizer='sgd': v <- momentum v + g; params <- params - lr v, with g the
+  gradient of the batch loss computed independently of the step."""
+  x = digits[0].x[:32].reshape(32, -1)
+  lr, mom = 0.5, 0.9
+  cfg = ae.AEConfig(hidden=(16,), latent_dim=4, optimizer="sgd", learning_rate=lr,
+                    momentum=mom, loss="mse", output="linear")
+  st = ae.init_state(jax.random.PRNGKey(0), cfg, x)
+
+  def grad(params):
+    def loss(p):
+      out, _ = st.model.apply({"params": p}, x)
+      return jnp.mean((out.reshape(32, -1) - x) ** 2)
+    return jax.tree.map(lambda g: np.asarray(g, np.float64), jax.grad(loss)(params))
+
+  p0 = jax.tree.map(lambda a: np.asarray(a, np.float64), st.params)
+  g0 = grad(st.params)
+  st1, _ = ae.train_step(st, x, jax.random.PRNGKey(1))
+  v1 = g0
+  p1 = jax.tree.map(lambda p, v: p - lr * v, p0, v1)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               st1.params, p1)
+  g1 = grad(st1.params)
+  st2, _ = ae.train_step(st1, x, jax.random.PRNGKey(1))
+  v2 = jax.tree.map(lambda v, g: mom * v + g, v1, g1)
+  p2 = jax.tree.map(lambda p, v: p - lr * v, jax.tree.map(np.asarray, st1.params), v2)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               st2.params, p2)

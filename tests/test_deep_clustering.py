@@ -242,6 +242,32 @@ def test_cli_end_to_end_and_pretrained_reuse(capsys, tmp_path):
   assert rc == 2 and "has no checkpoints/" in err
 
 
+def test_cli_dec_sgd_recipe_pretraining_is_recorded_and_reusable(capsys, tmp_path):
+  """--pretrain-optimizer sgd --kernel-init fan_in_uniform: recorded in run.json,
+  and a later --pretrained run restores that autoencoder (an SGD optimizer
+  state, not Adam's) without being told the recipe again."""
+  small = ["--dataset", "digits", "--hidden", "64", "--latent-dim", "8",
+           "--pretrain-epochs", "2", "--no-progress", "--no-compile-cache"]
+  pre = tmp_path / "aek"
+  assert cli.main(["train", "ae-kmeans", *small, "--pretrain-optimizer", "sgd", "--lr", "0.1",
+                   "--kernel-init", "fan_in_uniform", "--workdir", str(pre)]) == 0
+  cfg = json.loads((pre / "run.json").read_text())["config"]
+  assert (cfg["pretrain_optimizer"], cfg["pretrain_momentum"], cfg["kernel_init"]) == (
+      "sgd", 0.9, "fan_in_uniform")
+  wd = tmp_path / "idec"
+  assert cli.main(["train", "idec", *small, "--epochs", "1", "--pretrained", str(pre),
+                   "--workdir", str(wd)]) == 0
+  cfg = json.loads((wd / "run.json").read_text())["config"]
+  assert cfg["pretrain_optimizer"] == "sgd" and cfg["kernel_init"] == "fan_in_uniform"
+  capsys.readouterr()
+  rc, err = _cli(capsys, "train", "ae-kmeans", *small, "--pretrain-optimizer", "sgd",
+                 "--pretrain-momentum", "1.5", "--workdir", str(tmp_path / "bad"))
+  assert rc == 2 and "--pretrain-momentum: expected a value in [0, 1), got 1.5" in err
+  rc, err = _cli(capsys, "train", "ae-kmeans", *small, "--arch", "conv",
+                 "--kernel-init", "fan_in_uniform", "--workdir", str(tmp_path / "bad2"))
+  assert rc == 2 and "--kernel-init: applies to --arch dense only" in err
+
+
 @pytest.mark.slow
 def test_n2d_on_digits_embedding(pretrained, digits_all):
   pytest.importorskip("umap")

@@ -35,6 +35,8 @@ from unsupjax.metrics import reconstruction
 ARCHS = ("dense", "conv")
 LOSSES = ("bce", "mse")
 OUTPUTS = ("sigmoid", "linear")
+OPTIMIZERS = ("adam", "sgd")
+KERNEL_INITS = tuple(nn.KERNEL_INITS)
 # Corruption -> (the range its level must lie in, what the level means).
 CORRUPTIONS = {
     "gaussian": ((0.0, 1.0), "standard deviation of additive noise (then clipped to [0, 1])"),
@@ -55,6 +57,10 @@ class AEConfig:
   `output='linear'` uses the decoder's last layer as the reconstruction
   itself (no sigmoid; needs loss='mse'): real-valued features, and the
   d-500-500-2000-10 deep-clustering autoencoder as DEC trains it.
+  `optimizer='sgd'` trains with SGD and `momentum` instead of Adam (DEC's
+  Keras recipe pretrains with SGD, learning rate 1, momentum 0.9), and
+  `kernel_init` names the dense layers' initialiser (`nn.KERNEL_INITS`:
+  Keras's default 'glorot_uniform', or 'fan_in_uniform', that recipe's).
   """
   arch: str = "dense"
   hidden: Sequence[int] = (128,)
@@ -66,6 +72,9 @@ class AEConfig:
   noise_level: float = 0.0
   linear_code: bool = False
   output: str = "sigmoid"
+  optimizer: str = "adam"
+  momentum: float = 0.9
+  kernel_init: str = "glorot_uniform"
 
   def __post_init__(self):
     # Tuples, so the config is hashable (it is static data of the state).
@@ -86,6 +95,17 @@ class AEConfig:
       raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
     if self.output not in OUTPUTS:
       raise ValueError(f"output: expected one of {OUTPUTS}, got {self.output!r}")
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
+    if not 0.0 <= self.momentum < 1.0:
+      raise ValueError(f"momentum: expected a value in [0, 1), got {self.momentum}")
+    if self.kernel_init not in KERNEL_INITS:
+      raise ValueError(f"kernel_init: expected one of {KERNEL_INITS}, got "
+                       f"{self.kernel_init!r}")
+    if self.arch == "conv" and self.kernel_init != "glorot_uniform":
+      raise ValueError(f"kernel_init: names the dense autoencoder's initialiser (arch="
+                       f"'conv' keeps its own); expected the default 'glorot_uniform', "
+                       f"got {self.kernel_init!r}")
     if self.output == "linear" and self.loss != "mse":
       raise ValueError(f"loss: output='linear' has no Bernoulli likelihood; expected "
                        f"'mse', got {self.loss!r}")
@@ -126,7 +146,8 @@ def make_model(config: AEConfig, input_shape: Sequence[int]):
   return nn.DenseAutoencoder(image_shape=shape,
                              hidden=tuple(int(h) for h in config.hidden),
                              latent_dim=int(config.latent_dim),
-                             linear_code=bool(config.linear_code))
+                             linear_code=bool(config.linear_code),
+                             kernel_init=config.kernel_init)
 
 
 def init_state(key: chex.PRNGKey, config: AEConfig,
@@ -134,7 +155,8 @@ def init_state(key: chex.PRNGKey, config: AEConfig,
   """A fresh state; example_batch: f32[b, ...] fixes the input shape."""
   model = make_model(config, example_batch.shape[1:])
   params = model.init(key, jnp.asarray(example_batch[:1]))["params"]
-  tx = optax.adam(config.learning_rate)
+  tx = (optax.sgd(config.learning_rate, momentum=config.momentum or None)
+        if config.optimizer == "sgd" else optax.adam(config.learning_rate))
   return AEState(step=jnp.zeros((), jnp.int32), params=params,
                  opt_state=tx.init(params), config=config, model=model, tx=tx)
 
@@ -184,7 +206,7 @@ def per_example_loss(config: AEConfig, logits: jax.Array,
 def train_step(state: AEState, batch: jax.Array, key: chex.PRNGKey, *,
                axis_name: str | None = None
                ) -> tuple[AEState, dict[str, jax.Array]]:
-  """One Adam step on the reconstruction loss.
+  """One optimizer step (Adam, or SGD with momentum) on the reconstruction loss.
 
   batch: f32[b, ...] in [0, 1]. key: the run's step key; the step's own noise
   comes from fold_in(key, state.step) (unused without corruption).

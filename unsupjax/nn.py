@@ -18,6 +18,14 @@ import jax
 # Keras's default initialiser; the seed AE is compared against Keras, so the
 # same initial distribution keeps the comparison about training, not init.
 glorot_uniform = nn.initializers.glorot_uniform()
+# Kernel initialisers by name (configs hold names, so they stay hashable and
+# JSON-able). fan_in_uniform is U(-1/sqrt(fan_in), 1/sqrt(fan_in)): Keras's
+# VarianceScaling(1/3, 'fan_in', 'uniform'), the DEC re-implementation's
+# choice for its d-500-500-2000-10 autoencoder (and PyTorch's Linear default).
+KERNEL_INITS = {
+    "glorot_uniform": glorot_uniform,
+    "fan_in_uniform": nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+}
 
 
 class MLP(nn.Module):
@@ -52,14 +60,16 @@ class DenseAutoencoder(nn.Module):
   hidden: Sequence[int] = (128,)
   latent_dim: int = 32
   linear_code: bool = False
+  kernel_init: str = "glorot_uniform"  # a key of KERNEL_INITS
 
   def setup(self):
     size = 1
     for s in self.image_shape:
       size *= int(s)
+    init = KERNEL_INITS[self.kernel_init]
     self.encoder = MLP(tuple(self.hidden) + (self.latent_dim,),
-                       activate_final=not self.linear_code)
-    self.decoder = MLP(tuple(reversed(tuple(self.hidden))) + (size,))
+                       activate_final=not self.linear_code, kernel_init=init)
+    self.decoder = MLP(tuple(reversed(tuple(self.hidden))) + (size,), kernel_init=init)
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     code = self.encode(x)

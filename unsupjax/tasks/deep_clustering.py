@@ -71,7 +71,8 @@ def make_task(method: str) -> SimpleNamespace:
                   f"{CLUSTER_EPOCHS_OTHER}; {_epochs(CLUSTER_EPOCHS, 0, 'digits')} "
                   "on digits); unused by ae-kmeans and n2d")
       if a.dest == "lr":
-        a.help = "Adam learning rate of the autoencoder pretraining"
+        a.help = ("learning rate of the autoencoder pretraining (DEC's SGD recipe: "
+                  "--pretrain-optimizer sgd --lr 1 --kernel-init fan_in_uniform)")
     c = parser.add_argument_group("clustering")
     c.add_argument("--clusters", type=int, default=None,
                    help="k (default: the number of classes in the labels, else 10)")
@@ -117,6 +118,15 @@ def make_task(method: str) -> SimpleNamespace:
     m.add_argument("--output", choices=autoencoder.OUTPUTS, default="linear",
                    help="decoder output: the last layer as is (linear, as DEC trains "
                         "it; needs --loss mse), or sigmoid(last layer)")
+    m.add_argument("--pretrain-optimizer", choices=autoencoder.OPTIMIZERS, default="adam",
+                   help="optimizer of the autoencoder pretraining (sgd uses "
+                        "--pretrain-momentum)")
+    m.add_argument("--pretrain-momentum", type=float, default=0.9,
+                   help="momentum of --pretrain-optimizer sgd")
+    m.add_argument("--kernel-init", choices=autoencoder.KERNEL_INITS,
+                   default="glorot_uniform",
+                   help="dense layers' initialiser: Keras's default, or U(+-1/sqrt(fan_in)) "
+                        "as DEC's Keras recipe")
 
   def check_args(args: argparse.Namespace) -> None:
     if args.epochs is None:
@@ -154,6 +164,11 @@ def make_task(method: str) -> SimpleNamespace:
       except ImportError:
         raise common.UsageError(
             "n2d: needs umap-learn: pip install 'unsupjax[cluster]'") from None
+    if not 0 <= args.pretrain_momentum < 1:
+      raise common.UsageError(f"--pretrain-momentum: expected a value in [0, 1), got "
+                              f"{args.pretrain_momentum}")
+    if args.arch == "conv" and args.kernel_init != "glorot_uniform":
+      raise common.UsageError("--kernel-init: applies to --arch dense only")
     if args.output == "linear" and args.loss != "mse":
       raise common.UsageError(f"--loss: --output linear needs --loss mse, got {args.loss}")
     if args.pretrained is not None and args.resume:
@@ -168,7 +183,8 @@ def make_task(method: str) -> SimpleNamespace:
     return autoencoder.AEConfig(
         arch=args.arch, hidden=tuple(args.hidden), conv_features=tuple(args.conv_features),
         latent_dim=args.latent_dim, learning_rate=args.lr, loss=args.loss,
-        linear_code=True, output=args.output)
+        linear_code=True, output=args.output, optimizer=args.pretrain_optimizer,
+        momentum=args.pretrain_momentum, kernel_init=args.kernel_init)
 
   def load_all(args, config):
     tr, te = common.load_splits(args, config.check_input_shape, method)
@@ -209,7 +225,11 @@ def make_task(method: str) -> SimpleNamespace:
         loss=cfg.get("loss", config.loss),
         # `unsupjax train ae|conv-ae` runs have a ReLU code and no such key.
         linear_code=bool(cfg.get("linear_code", False)),
-        output=cfg.get("output", "sigmoid"))
+        output=cfg.get("output", "sigmoid"),
+        # Runs from before these options pretrained with Adam, Keras's init.
+        optimizer=cfg.get("pretrain_optimizer", "adam"),
+        momentum=cfg.get("pretrain_momentum", 0.9),
+        kernel_init=cfg.get("kernel_init", "glorot_uniform"))
     like = autoencoder.init_state(jax.random.PRNGKey(0), cfg_loaded, x[:1])
     try:
       return train.restore_state(src, like)
@@ -236,6 +256,9 @@ def make_task(method: str) -> SimpleNamespace:
                   conv_features=list(config.conv_features), latent_dim=config.latent_dim,
                   linear_code=bool(ae_config_used.linear_code), loss=ae_config_used.loss,
                   output=ae_config_used.output,
+                  pretrain_optimizer=ae_config_used.optimizer,
+                  pretrain_momentum=ae_config_used.momentum,
+                  kernel_init=ae_config_used.kernel_init,
                   clusters=k,
                   pretrain_epochs=args.pretrain_epochs, pretrained=args.pretrained)
     if method in ("dec", "idec"):
