@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -55,19 +56,29 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_together(commands, env, cwd) -> list[tuple[str, str]]:
+def _run_together(commands, env, cwd, logdir) -> list[tuple[str, str]]:
   """Runs the commands at once (the processes of one run); their (stdout,
-  stderr) once all exited 0. A hang kills them all after 600 s."""
-  procs = [subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for c in commands]
-  outs = []
-  for p in procs:
-    try:
-      outs.append(p.communicate(timeout=600))
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
+  stderr) once all exited 0. Output goes to files, not pipes: an undrained
+  pipe of one process would block it mid-run, and the others with it in
+  their next collective. A hang kills them all after 600 s and shows each
+  process's output."""
+  logdir = pathlib.Path(logdir)
+  files = [(logdir / f"proc{i}.out", logdir / f"proc{i}.err") for i in range(len(commands))]
+  procs = []
+  for c, (o, e) in zip(commands, files):
+    with open(o, "w") as fo, open(e, "w") as fe:
+      procs.append(subprocess.Popen(c, env=env, cwd=cwd, stdout=fo, stderr=fe, text=True))
+  deadline = time.monotonic() + 600
+  try:
+    for p in procs:
+      p.wait(timeout=max(1.0, deadline - time.monotonic()))
+  except subprocess.TimeoutExpired:
+    for q in procs:
+      q.kill()
+    tails = "\n".join(f"--- process {i}: {e.read_text()[-3000:]}"
+                      for i, (_, e) in enumerate(files))
+    raise AssertionError(f"processes still running after 600 s\n{tails}") from None
+  outs = [(o.read_text(), e.read_text()) for o, e in files]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, out + err[-6000:]
   return outs
@@ -80,7 +91,7 @@ def two_processes(tmp_path_factory):
   env = fake_devices_env(2)
   port = str(_free_port())
   _run_together([[sys.executable, "-c", WORKER, str(i), port, str(root)]
-                 for i in range(2)], env, ROOT)
+                 for i in range(2)], env, ROOT, root)
   return root
 
 
@@ -144,7 +155,7 @@ def test_cli_two_processes(tmp_path):
           "--batch-size", "64", "--no-progress", "--workdir", "run",
           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
   outs = _run_together([[sys.executable, "-m", "unsupjax", *args, "--process-id", str(i)]
-                        for i in range(2)], env, tmp_path)
+                        for i in range(2)], env, tmp_path, tmp_path)
   # The same numbers on both processes (the timings after them differ).
   lines = [out.strip().splitlines()[-1].split(" (")[0] for out, _ in outs]
   assert lines[0] == lines[1] and lines[0].startswith("ae on digits: test MSE"), lines
