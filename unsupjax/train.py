@@ -199,9 +199,9 @@ def evaluate(state, eval_step: EvalStep, x: np.ndarray,
 # optimisation level 1 instead of XLA's default. On this project's 2-core
 # CPU the cold compiles took 0.76-1.05x as long (DCGAN 2.87 -> 2.48 s)
 # and the steps 0.92-1.06x, within noise (benchmarks/compile.py
-# --compare-xla-defaults times both in one run). UNSUPJAX_CPU_COMPILER_OPTIONS=0 turns it off; a jaxlib
-# that no longer knows the option compiles with XLA's defaults (and says
-# so once).
+# --compare-xla-defaults times both in one run).
+# UNSUPJAX_CPU_COMPILER_OPTIONS=0 turns it off; a jaxlib that no longer
+# knows the option compiles with XLA's defaults (and says so once).
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 _COMPILER_OPTIONS_OK = [True]
 
