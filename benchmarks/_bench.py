@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -95,3 +96,26 @@ def write_json(path: str | None, payload: dict) -> None:
   if path:
     with open(path, "w") as f:
       json.dump(payload, f, indent=2)
+
+
+def mean_std(values: Sequence[float], fmt: str = ".3f") -> str:
+  """'mean ± sample std' of `values` ('value' for one)."""
+  v = [float(x) for x in values]
+  if len(v) == 1:
+    return format(v[0], fmt)
+  return f"{format(statistics.mean(v), fmt)} ± {format(statistics.stdev(v), fmt)}"
+
+
+def run_cli(args: Sequence[str], log: Callable[[str], None], repo) -> str:
+  """Runs `python -m unsupjax ARGS` from the checkout `repo` (JAX_PLATFORMS
+  defaults to cpu); returns its last stdout line, raises with its stderr."""
+  env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+  env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
+  cmd = [sys.executable, "-m", "unsupjax", *args]
+  log(" ".join(cmd))
+  r = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True)
+  if r.returncode != 0:
+    raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+  last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "(no output)"
+  log(last)
+  return last

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import time
 
@@ -41,14 +39,7 @@ PUBLISHED = {  # (ACC, NMI) on MNIST, from the papers / the Keras DEC re-impleme
 
 
 def run_cli(args: list[str], log) -> None:
-  env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
-  env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-  cmd = [sys.executable, "-m", "unsupjax", *args]
-  log(" ".join(cmd))
-  r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
-  if r.returncode != 0:
-    raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
-  log(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "(no output)")
+  _bench.run_cli(args, log, REPO)
 
 
 def raw_kmeans(dataset: str, data_dir: str | None, seed: int, n_init: int) -> dict:
@@ -115,9 +106,7 @@ def main() -> None:
     rows = []
     for name, rs in results.items():
       def ms(key):
-        v = [r[key] for r in rs]
-        return (f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}" if len(v) > 1
-                else f"{v[0]:.3f}")
+        return _bench.mean_std([r[key] for r in rs])
       def sec(key):
         return f"{statistics.mean(r[key] for r in rs):.0f}"
       rows.append([name, len(rs), ms("acc"), ms("nmi"), ms("ari"), sec("pretrain_seconds"),

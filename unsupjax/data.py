@@ -10,6 +10,8 @@ Offers:
     so a second load skips PNG decoding.
   * `epoch_permutation(key, epoch, n)`: the keyed example order of an epoch.
   * `batch_indices(...)`: that order cut into whole batches.
+  * `stack_channels(key, ds, n)`: Stacked MNIST from MNIST (random digits
+    as the channels of one image; 1,000 modes).
   * `read_csv_rows` / `csv_column`: a CSV file with a header row as text
     rows, and one column of it as float64 with missing cells as NaN: the
     shared reading under `unsupjax kmeans --csv` and `unsupjax anomaly
@@ -268,6 +270,40 @@ def batch_indices(key: jax.Array, epoch: int | jax.Array, n: int,
   steps = n // batch_size
   perm = epoch_permutation(key, epoch, n)
   return perm[: steps * batch_size].reshape(steps, batch_size)
+
+
+def stack_channels(key: jax.Array, ds: Dataset, n: int, channels: int = 3) -> Dataset:
+  """`n` images made of `channels` random 1-channel images of `ds`, one per
+  channel: Stacked MNIST (Metz et al. 2017; the PacGAN / VEEGAN mode-collapse
+  benchmark) when `ds` is MNIST and `channels` is 3.
+
+  Each channel's image is drawn uniformly with replacement, independently
+  of the others, from `key` alone, so the same key rebuilds the same set.
+  With labels, the label of a stacked image is its mode,
+  sum_c y_c * 10**(channels-1-c) (for 3 channels, 100*d0 + 10*d1 + d2, the
+  numbering of `unsupjax.metrics.modes.stacked_mnist_stats`).
+
+  Returns:
+    A `Dataset` with x: f32[n, h, w, channels], named "stacked_<name>".
+  """
+  if ds.x.ndim != 4 or ds.x.shape[-1] != 1:
+    raise DatasetError(f"ds: expected 1-channel images (n, h, w, 1), got "
+                       f"{ds.x.shape}")
+  if not isinstance(n, int) or n < 1:
+    raise ValueError(f"n: expected a positive number of images, got {n!r}")
+  if not isinstance(channels, int) or channels < 1:
+    raise ValueError(f"channels: expected a positive integer, got {channels!r}")
+  idx = np.asarray(jax.random.randint(key, (n, channels), 0, ds.num_examples))
+  x = np.empty((n,) + ds.x.shape[1:3] + (channels,), np.float32)
+  for c in range(channels):
+    x[..., c] = ds.x[idx[:, c], ..., 0]
+  y = None
+  if ds.y is not None:
+    y = np.zeros(n, np.int64)
+    for c in range(channels):
+      y = y * 10 + ds.y[idx[:, c]].astype(np.int64)
+    y = y.astype(np.int32)
+  return Dataset(x, y, f"stacked_{ds.name}")
 
 
 # --------------------------------------------------------------------------

@@ -178,7 +178,7 @@ def config_for(dataset: str, data_shape: Sequence[int], **overrides: Any) -> GAN
   PacGAN packing (2 for the ring, 4 for the grid, as in the PacGAN paper),
   spectral norm in D, Adam lr 1e-3 with betas (0.5, 0.999), EMA 0.999,
   linear output. (The CLI adds a cosine decay over the run on grid25.)
-  Images (digits, mnist, fashion_mnist, cifar10): DCGAN networks, sigmoid
+  Images (digits, mnist, fashion_mnist, cifar10, stacked_mnist): DCGAN networks, sigmoid
   output (unsupjax's images are in [0, 1]), non-saturating loss, spectral
   norm in D, pac 2, Adam 2e-4 / (0.5, 0.999), EMA 0.999.
   Anything else: the MLP with `GANConfig`'s defaults and a linear output.
@@ -188,7 +188,7 @@ def config_for(dataset: str, data_shape: Sequence[int], **overrides: Any) -> GAN
     base = dict(latent_dim=8, pac=2, spectral_norm=True, g_lr=1e-3, d_lr=1e-3)
   elif dataset == "grid25":
     base = dict(latent_dim=8, pac=4, spectral_norm=True, g_lr=1e-3, d_lr=1e-3)
-  elif dataset in ("digits", "mnist", "fashion_mnist", "cifar10"):
+  elif dataset in ("digits", "mnist", "fashion_mnist", "cifar10", "stacked_mnist"):
     base = dict(arch="dcgan", output="sigmoid", latent_dim=64, pac=2,
                 spectral_norm=True, g_layer_norm=True,
                 width=32 if dataset == "digits" else 64)

@@ -3,7 +3,10 @@
 Datasets: `ring8`, `grid25` (drawn from the run's key: 51,200 training and
 2,560 evaluation points), `digits`, `mnist`, `fashion_mnist`, `cifar10`
 (unsupjax's image loader, x in [0, 1], so the generator ends in a
-sigmoid), or a path to a `.npy` file holding f32[n, ...] examples (linear
+sigmoid), `stacked_mnist` (Stacked MNIST, the 1,000-mode benchmark of
+PacGAN / VEEGAN: 60,000 training and 10,000 evaluation images, each channel
+a random MNIST digit of the train / test split, drawn from the run's key;
+the summary counts modes over 26,000 samples), or a path to a `.npy` file holding f32[n, ...] examples (linear
 output unless `--output` says otherwise; the last 10%, at most 5,000, are
 held out for evaluation).
 
@@ -35,7 +38,10 @@ from unsupjax.tasks import common
 HELP = ("GAN: MLP on 2-D toys/vectors, DCGAN on images; non-saturating loss, "
         "PacGAN packing, spectral norm, EMA generator (default: ring8)")
 MODEL = "gan"
-IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "stacked_mnist")
+STACKED = "stacked_mnist"
+STACKED_TRAIN, STACKED_EVAL = 60_000, 10_000
+STACKED_MODE_SAMPLES = 26_000  # the PacGAN / VEEGAN protocol
 LOSS_FLAGS = ("ns", "minimax", "hinge", "lsgan", "wgan", "wgan-gp")
 TOY_TRAIN, TOY_EVAL = 51_200, 2_560
 MODE_SAMPLES = 2_500  # the PacGAN / VEEGAN protocol
@@ -47,11 +53,12 @@ FINAL_METRIC_SAMPLES = 10_000
 DEFAULTS = common.TrainDefaults(
     batch_size=256, learning_rate=1e-3, checkpoint_every=10,
     epochs_by_dataset=(("ring8", 50), ("grid25", 200), ("digits", 300),
-                       ("mnist", 20), ("fashion_mnist", 20), ("cifar10", 30)),
+                       ("mnist", 20), ("fashion_mnist", 20), ("cifar10", 30),
+                       (STACKED, 20)),
     epochs_other=50)
 # Per-dataset settings beyond gan.config_for: batch size and schedule.
 BATCH_BY_DATASET = {"digits": 64, "mnist": 64, "fashion_mnist": 64,
-                    "cifar10": 64}
+                    "cifar10": 64, STACKED: 64}
 COSINE_BY_DEFAULT = ("grid25",)
 
 
@@ -135,8 +142,24 @@ def load_data(args: argparse.Namespace, key: jax.Array
     raise common.UsageError(
         f"--dataset: expected one of {', '.join(tuple(toys.TOYS) + IMAGE_DATASETS)} "
         f"or a .npy file, got {name!r}")
+  if name == STACKED:
+    from unsupjax import data as data_lib
+    tr, te = common.load_splits(argparse.Namespace(**{**vars(args), "dataset": "mnist"}))
+    k_train, k_eval = jax.random.split(key)
+    return (data_lib.stack_channels(k_train, tr, STACKED_TRAIN).x,
+            data_lib.stack_channels(k_eval, te, STACKED_EVAL).x)
   tr, te = common.load_splits(args)
   return tr.x, te.x
+
+
+def _stacked_modes(state: gan.GANState, key: jax.Array) -> dict:
+  """Stacked-MNIST modes_covered / reverse_kl of 26,000 EMA samples."""
+  from unsupjax.metrics import features, modes
+  fakes = _sample_in_chunks(state, key, STACKED_MODE_SAMPLES)
+  stats = modes.stacked_mnist_stats(features.predict_digits(fakes))
+  return {"modes_covered": int(stats.modes_covered),
+          "reverse_kl": float(stats.reverse_kl),
+          "mode_samples": STACKED_MODE_SAMPLES}
 
 
 def build_config(args: argparse.Namespace, data_shape: tuple[int, ...],
@@ -268,7 +291,8 @@ def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
   samples the run's summary used. 28x28x1 / 28x28x3 images: `report.image_report`
   (FID, KID, precision/recall/density/coverage, Inception-style score or
   Stacked-MNIST modes) of `--samples` samples (default 10,000, at most the
-  held-out split's size) against the held-out split.
+  held-out split's size) against the held-out split; Stacked MNIST also
+  counts modes over 26,000 samples, as the run's summary does.
   """
   from unsupjax import train
 
@@ -293,6 +317,8 @@ def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
       raise common.UsageError(f"--samples: expected more than {METRIC_K}, got {n}")
     fakes = _sample_in_chunks(state, jax.random.fold_in(view_key, 1), n)
     out.update(report.image_report(eval_x[:n], fakes, jax.random.PRNGKey(0)))
+    if cfg["dataset"] == STACKED:
+      out.update(_stacked_modes(state, jax.random.fold_in(view_key, 3)))
   else:
     raise common.UsageError(f"workdir: no evaluation is defined for GANs on "
                             f"{cfg['dataset']!r} with examples of shape "
@@ -405,6 +431,8 @@ def run(args: argparse.Namespace) -> dict:
     n = min(FINAL_METRIC_SAMPLES, len(eval_x))
     fakes = _sample_in_chunks(state, jax.random.fold_in(view_key, 1), n)
     summary.update(report.image_report(eval_x[:n], fakes, jax.random.PRNGKey(0)))
+    if args.dataset == STACKED:
+      summary.update(_stacked_modes(state, jax.random.fold_in(view_key, 3)))
   if args.save_samples:
     saved = _sample_in_chunks(state, save_key, args.save_samples)
     np.save(workdir / "samples.npy", saved.astype(np.float32))
@@ -416,6 +444,9 @@ def run(args: argparse.Namespace) -> dict:
   if scored:
     line += (f", FID {summary['fid']:.3f}, precision {summary['precision']:.3f}, "
              f"recall {summary['recall']:.3f}")
+  if args.dataset == STACKED:
+    line += (f", modes {summary['modes_covered']}/1000 of {STACKED_MODE_SAMPLES} "
+             f"samples, KL {summary['reverse_kl']:.4f}")
   if is_toy:
     line += (f", modes {summary['modes_covered']}/{len(centers)}, HQ "
              f"{summary['hq_fraction']:.3f}, reverse KL {summary['reverse_kl']:.4f}")
