@@ -14,16 +14,19 @@ of `unsupjax train gan`), numbers read from its summary.json:
 
 Configurations: `default` (the CLI's defaults for the dataset), `plain` (the
 same without the mode-collapse counter-measures: `--pac 1
---no-spectral-norm`), and `long` (the default with `--epochs` x 4 and a
-cosine learning-rate decay). The plain GAN runs beside the default so its
+--no-spectral-norm`), `short` (a quarter of the epochs at a constant
+learning rate: ring8's default before it became 200 epochs with a cosine
+decay), `plain-short` (both), and `long` (4x the epochs, cosine decay). The plain GAN runs beside the default so its
 collapse is measured in the same table, not quoted.
 
     python benchmarks/gan_modes.py --datasets ring8 grid25 --seeds 0 1 2
     python benchmarks/gan_modes.py --datasets stacked_mnist mnist \\
         --data-dir ../shared/data/tfds --seeds 0
 
-Runs that already left a summary.json in --runs-dir are not re-run (a killed
-benchmark continues where it stopped; rows can be added a seed at a time).
+Runs that already left a summary.json in --runs-dir are not re-run, and a
+run killed midway resumes from its last epoch's checkpoint (resume is exact,
+so the numbers are those of an uninterrupted run). Rows can be added a seed
+at a time; `--only-existing` tabulates what is there without training.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ import _bench  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATASETS = ("ring8", "grid25", "stacked_mnist", "mnist")
-CONFIGS = {"default": [], "plain": ["--pac", "1", "--no-spectral-norm"], "long": None}
-CLI_EPOCHS = {"ring8": 50, "grid25": 200, "stacked_mnist": 20, "mnist": 20}
+CONFIGS = ("default", "plain", "short", "plain-short", "long")
+CLI_EPOCHS = {"ring8": 200, "grid25": 200, "stacked_mnist": 20, "mnist": 20}
 # The evaluation issue's goals for the recommended configuration.
 GOALS = {"ring8": "8/8, HQ >= 0.98, rKL < 0.03",
          "grid25": "25/25 every seed, HQ >= 0.95, rKL < 0.03",
@@ -58,12 +61,27 @@ PUBLISHED = {  # PacGAN paper (Lin et al. 2018), 10 trials
 
 
 def config_flags(name: str, dataset: str, epochs: int | None) -> list[str]:
-  if name == "long":
-    return ["--epochs", str(4 * (epochs or CLI_EPOCHS[dataset])), "--lr-schedule", "cosine"]
-  flags = list(CONFIGS[name])
-  if epochs:
-    flags += ["--epochs", str(epochs)]
-  return flags
+  """The CLI flags of a configuration name (parts joined by '-')."""
+  parts = name.split("-")
+  flags = ["--pac", "1", "--no-spectral-norm"] if "plain" in parts else []
+  epochs = epochs or CLI_EPOCHS[dataset]
+  if "long" in parts:
+    return flags + ["--epochs", str(4 * epochs), "--lr-schedule", "cosine"]
+  if "short" in parts:
+    return flags + ["--epochs", str(max(1, epochs // 4)), "--lr-schedule", "constant"]
+  return flags + ["--epochs", str(epochs)]
+
+
+def matches(run_config: dict, flags: list[str]) -> bool:
+  """Whether a saved run was trained with `flags` (epochs, schedule, pac, SN)."""
+  sn_off = "--no-spectral-norm" in flags
+  rest = [f for f in flags if f != "--no-spectral-norm"]
+  want = dict(zip(rest[::2], rest[1::2]))
+  checks = {"--epochs": ("epochs", int), "--pac": ("pac", int),
+            "--lr-schedule": ("lr_schedule", str)}
+  return run_config.get("spectral_norm") != sn_off and all(
+      run_config.get(key) == cast(want[flag])
+      for flag, (key, cast) in checks.items() if flag in want)
 
 
 def real_data_rows(datasets, data_dir: str | None) -> tuple[list[list], float | None]:
@@ -117,7 +135,7 @@ def summarise(dataset: str, config: str, runs: list[dict], floor: float | None) 
           col("hq_fraction") if dataset in ("ring8", "grid25") else "",
           col("reverse_kl", ".4f") if n_modes else "", fid_col,
           col("wall_seconds", ".0f"), PUBLISHED.get((dataset, config), ""),
-          GOALS[dataset] if config != "plain" else ""]
+          GOALS[dataset] if config == "default" else ""]
 
 
 def main() -> None:
@@ -130,6 +148,8 @@ def main() -> None:
   p.add_argument("--data-dir", default=None, help="TFDS data directory (image datasets)")
   p.add_argument("--runs-dir", default=str(REPO / "runs" / "bench-gan-modes"))
   p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "gan_modes.json"))
+  p.add_argument("--only-existing", action="store_true",
+                 help="train nothing: tabulate the runs already in --runs-dir")
   a = p.parse_args()
   log = lambda s: print(f"[{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True)
   tag = "cli-epochs" if a.epochs is None else f"epochs{a.epochs}"
@@ -143,10 +163,21 @@ def main() -> None:
       for seed in a.seeds:
         wd = runs_dir / f"{dataset}-{config}-s{seed}"
         summary_file = wd / "summary.json"
-        if not summary_file.exists():
+        flags = config_flags(config, dataset, a.epochs)
+        saved = json.loads((wd / "run.json").read_text())["config"] if (
+            wd / "run.json").exists() else None
+        stale = saved is not None and not matches(saved, flags)
+        if stale:
+          log(f"{wd}: trained with other settings than {flags}; "
+              + ("skipped" if a.only_existing else "re-running"))
+        if stale or not summary_file.exists():
+          if a.only_existing:
+            continue
           args = ["train", "gan", "--dataset", dataset, "--seed", str(seed),
                   "--workdir", str(wd), "--no-progress", "--no-download",
-                  *config_flags(config, dataset, a.epochs)]
+                  "--checkpoint-every", "1", *flags]
+          if saved is not None and not stale:
+            args.append("--resume")  # a killed run continues from its last epoch
           if a.data_dir and dataset in ("stacked_mnist", "mnist"):
             args += ["--data-dir", a.data_dir]
           _bench.run_cli(args, log, REPO)

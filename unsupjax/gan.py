@@ -177,10 +177,10 @@ def config_for(dataset: str, data_shape: Sequence[int], **overrides: Any) -> GAN
   ring8 / grid25: MLP G and D (3 x 256), latent 8, non-saturating loss,
   PacGAN packing (2 for the ring, 4 for the grid, as in the PacGAN paper),
   spectral norm in D, Adam lr 1e-3 with betas (0.5, 0.999), EMA 0.999,
-  linear output. (The CLI adds a cosine decay over the run on grid25.)
-  Images (digits, mnist, fashion_mnist, cifar10, stacked_mnist): DCGAN networks, sigmoid
-  output (unsupjax's images are in [0, 1]), non-saturating loss, spectral
-  norm in D, pac 2, Adam 2e-4 / (0.5, 0.999), EMA 0.999.
+  linear output. (The CLI adds a cosine decay over the run on both.)
+  Images (digits, mnist, fashion_mnist, cifar10, stacked_mnist): DCGAN
+  networks, sigmoid output (unsupjax's images are in [0, 1]), non-saturating
+  loss, spectral norm in D, pac 2, Adam 2e-4 / (0.5, 0.999), EMA 0.999.
   Anything else: the MLP with `GANConfig`'s defaults and a linear output.
   """
   data_shape = tuple(int(s) for s in data_shape)

@@ -6,9 +6,9 @@ Datasets: `ring8`, `grid25` (drawn from the run's key: 51,200 training and
 sigmoid), `stacked_mnist` (Stacked MNIST, the 1,000-mode benchmark of
 PacGAN / VEEGAN: 60,000 training and 10,000 evaluation images, each channel
 a random MNIST digit of the train / test split, drawn from the run's key;
-the summary counts modes over 26,000 samples), or a path to a `.npy` file holding f32[n, ...] examples (linear
-output unless `--output` says otherwise; the last 10%, at most 5,000, are
-held out for evaluation).
+the summary counts modes over 26,000 samples), or a path to a `.npy` file
+holding f32[n, ...] examples (linear output unless `--output` says
+otherwise; the last 10%, at most 5,000, are held out for evaluation).
 
 Leaves in --workdir: `metrics.jsonl` (per epoch: D/G losses, D accuracy on
 real/fake, gradient norms, evaluation values; on the toys also
@@ -52,14 +52,14 @@ FINAL_METRIC_SAMPLES = 10_000
 
 DEFAULTS = common.TrainDefaults(
     batch_size=256, learning_rate=1e-3, checkpoint_every=10,
-    epochs_by_dataset=(("ring8", 50), ("grid25", 200), ("digits", 300),
+    epochs_by_dataset=(("ring8", 200), ("grid25", 200), ("digits", 300),
                        ("mnist", 20), ("fashion_mnist", 20), ("cifar10", 30),
                        (STACKED, 20)),
     epochs_other=50)
 # Per-dataset settings beyond gan.config_for: batch size and schedule.
 BATCH_BY_DATASET = {"digits": 64, "mnist": 64, "fashion_mnist": 64,
                     "cifar10": 64, STACKED: 64}
-COSINE_BY_DEFAULT = ("grid25",)
+COSINE_BY_DEFAULT = ("ring8", "grid25")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   m.add_argument("--d-lr", type=float, default=None,
                  help="discriminator learning rate (default: --lr); TTUR")
   m.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
-                 help="cosine: decay to 0 over the run (default on grid25)")
+                 help="cosine: decay to 0 over the run (default on ring8 and grid25)")
   o = parser.add_argument_group("outputs")
   o.add_argument("--save-samples", type=int, default=0, metavar="N",
                  help="write N samples of the final EMA generator to samples.npy")
