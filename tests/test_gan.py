@@ -624,3 +624,21 @@ def test_cli_stacked_mnist_counts_modes_and_evaluate_reproduces_them(tmp_path, m
   assert evaluated["modes_covered"] == summary["modes_covered"]
   assert evaluated["reverse_kl"] == pytest.approx(summary["reverse_kl"], rel=1e-6)
   assert evaluated["fid"] == pytest.approx(summary["fid"], rel=1e-4)
+
+
+def test_cli_toy_defaults_are_the_benchmarked_ones():
+  """ring8 and grid25 default to 200 epochs with a cosine decay over the run:
+  the configuration whose mode coverage docs/gan.md reports."""
+  from unsupjax import cli
+  from unsupjax.tasks import gan as gan_task
+  for dataset in ("ring8", "grid25"):
+    args = cli.build_parser().parse_args(["train", "gan", "--dataset", dataset])
+    gan_task.resolve(args)
+    assert (args.epochs, args.lr_schedule, args.batch_size, args.lr) == (
+        200, "cosine", 256, 1e-3), dataset
+    config = gan_task.build_config(args, (2,), 51_200 // 256)
+    assert config.decay_steps == 200 * 200 and config.pac == (2 if dataset == "ring8" else 4)
+  args = cli.build_parser().parse_args(["train", "gan", "--dataset", "ring8", "--epochs", "50",
+                                        "--lr-schedule", "constant"])
+  gan_task.resolve(args)
+  assert (args.epochs, args.lr_schedule) == (50, "constant")
