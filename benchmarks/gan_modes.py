@@ -93,19 +93,21 @@ def real_data_rows(datasets, data_dir: str | None) -> tuple[list[list], float | 
 
   from unsupjax import data, toys
   from unsupjax.metrics import features, fid, modes
+  from unsupjax.tasks import gan as gan_task  # the sample counts the runs use
   rows, floor = [], None
   for name in datasets:
     if name in toys.TOYS:
       toy = toys.TOYS[name]
-      x = np.asarray(toy.sample(jax.random.PRNGKey(0), 2_500))
+      x = np.asarray(toy.sample(jax.random.PRNGKey(0), gan_task.MODE_SAMPLES))
       st = modes.mode_stats(x, toy.centers, toy.sigma).summary()
       rows.append([name, "real data", "", "", f"{st['modes_covered']} / {len(toy.centers)}",
                    f"{st['hq_fraction']:.3f}", f"{st['reverse_kl']:.4f}", "", "", "", ""])
     elif name == "stacked_mnist":
       test = data.load("mnist", "test", data_dir=data_dir, download=False)
-      x = data.stack_channels(jax.random.PRNGKey(0), test, 26_000).x
+      x = data.stack_channels(jax.random.PRNGKey(0), test, gan_task.STACKED_MODE_SAMPLES).x
       st = modes.stacked_mnist_stats(features.predict_digits(x))
-      rows.append([name, "real data (test digits)", "", "", f"{int(st.modes_covered)} / 1000",
+      rows.append([name, "real data (test digits)", "", "",
+                   f"{int(st.modes_covered)} / {modes.STACKED_MNIST_MODES}",
                    "", f"{float(st.reverse_kl):.4f}", "", "", "", ""])
     elif name == "mnist":
       kw = dict(data_dir=data_dir, download=False)

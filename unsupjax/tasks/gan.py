@@ -38,8 +38,8 @@ from unsupjax.tasks import common
 HELP = ("GAN: MLP on 2-D toys/vectors, DCGAN on images; non-saturating loss, "
         "PacGAN packing, spectral norm, EMA generator (default: ring8)")
 MODEL = "gan"
-IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "stacked_mnist")
 STACKED = "stacked_mnist"
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", STACKED)
 STACKED_TRAIN, STACKED_EVAL = 60_000, 10_000
 STACKED_MODE_SAMPLES = 26_000  # the PacGAN / VEEGAN protocol
 LOSS_FLAGS = ("ns", "minimax", "hinge", "lsgan", "wgan", "wgan-gp")
