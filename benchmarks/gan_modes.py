@@ -14,7 +14,7 @@ of `unsupjax train gan`), numbers read from its summary.json:
 
 Configurations: `default` (the CLI's defaults for the dataset), `plain` (the
 same without the mode-collapse counter-measures: `--pac 1
---no-spectral-norm`), `short` (a quarter of the epochs at a constant
+--no-spectral-norm --r1 0`), `short` (a quarter of the epochs at a constant
 learning rate: ring8's default before it became 200 epochs with a cosine
 decay), `plain-short` (both), and `long` (4x the epochs, cosine decay). The plain GAN runs beside the default so its
 collapse is measured in the same table, not quoted.
@@ -44,7 +44,7 @@ import _bench  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATASETS = ("ring8", "grid25", "stacked_mnist", "mnist")
 CONFIGS = ("default", "plain", "short", "plain-short", "long")
-CLI_EPOCHS = {"ring8": 200, "grid25": 200, "stacked_mnist": 20, "mnist": 20}
+PLAIN_FLAGS = ["--pac", "1", "--no-spectral-norm", "--r1", "0"]
 # The evaluation issue's goals for the recommended configuration.
 GOALS = {"ring8": "8/8, HQ >= 0.98, rKL < 0.03",
          "grid25": "25/25 every seed, HQ >= 0.95, rKL < 0.03",
@@ -60,11 +60,18 @@ PUBLISHED = {  # PacGAN paper (Lin et al. 2018), 10 trials
 }
 
 
+def cli_epochs(dataset: str) -> int:
+  """The CLI's default epochs for a dataset."""
+  sys.path.insert(0, str(REPO))
+  from unsupjax.tasks import gan as gan_task
+  return dict(gan_task.DEFAULTS.epochs_by_dataset)[dataset]
+
+
 def config_flags(name: str, dataset: str, epochs: int | None) -> list[str]:
   """The CLI flags of a configuration name (parts joined by '-')."""
   parts = name.split("-")
-  flags = ["--pac", "1", "--no-spectral-norm"] if "plain" in parts else []
-  epochs = epochs or CLI_EPOCHS[dataset]
+  flags = list(PLAIN_FLAGS) if "plain" in parts else []
+  epochs = epochs or cli_epochs(dataset)
   if "long" in parts:
     return flags + ["--epochs", str(4 * epochs), "--lr-schedule", "cosine"]
   if "short" in parts:
@@ -72,16 +79,23 @@ def config_flags(name: str, dataset: str, epochs: int | None) -> list[str]:
   return flags + ["--epochs", str(epochs)]
 
 
-def matches(run_config: dict, flags: list[str]) -> bool:
-  """Whether a saved run was trained with `flags` (epochs, schedule, pac, SN)."""
-  sn_off = "--no-spectral-norm" in flags
-  rest = [f for f in flags if f != "--no-spectral-norm"]
-  want = dict(zip(rest[::2], rest[1::2]))
-  checks = {"--epochs": ("epochs", int), "--pac": ("pac", int),
-            "--lr-schedule": ("lr_schedule", str)}
-  return run_config.get("spectral_norm") != sn_off and all(
-      run_config.get(key) == cast(want[flag])
-      for flag, (key, cast) in checks.items() if flag in want)
+SHAPES = {"ring8": (2,), "grid25": (2,), "stacked_mnist": (28, 28, 3), "mnist": (28, 28, 1)}
+COMPARED = ("epochs", "lr_schedule", "batch_size", "pac", "spectral_norm", "r1_weight",
+            "g_lr", "d_lr", "loss", "arch", "latent_dim")
+
+
+def matches(run_config: dict, dataset: str, flags: list[str]) -> bool:
+  """Whether a saved run was trained as `unsupjax train gan --dataset DATASET
+  FLAGS` would train it today (the settings in COMPARED)."""
+  import dataclasses
+
+  sys.path.insert(0, str(REPO))
+  from unsupjax import cli
+  from unsupjax.tasks import gan as gan_task
+  args = cli.build_parser().parse_args(["train", "gan", "--dataset", dataset, *flags])
+  gan_task.resolve(args)
+  want = {**vars(args), **dataclasses.asdict(gan_task.build_config(args, SHAPES[dataset], 1))}
+  return all(run_config.get(k) == want[k] for k in COMPARED)
 
 
 def real_data_rows(datasets, data_dir: str | None) -> tuple[list[list], float | None]:
@@ -168,7 +182,7 @@ def main() -> None:
         flags = config_flags(config, dataset, a.epochs)
         saved = json.loads((wd / "run.json").read_text())["config"] if (
             wd / "run.json").exists() else None
-        stale = saved is not None and not matches(saved, flags)
+        stale = saved is not None and not matches(saved, dataset, flags)
         if stale:
           log(f"{wd}: trained with other settings than {flags}; "
               + ("skipped" if a.only_existing else "re-running"))

@@ -627,17 +627,26 @@ def test_cli_stacked_mnist_counts_modes_and_evaluate_reproduces_them(tmp_path, m
 
 
 def test_cli_toy_defaults_are_the_benchmarked_ones():
-  """ring8 and grid25 default to 200 epochs with a cosine decay over the run:
-  the configuration whose mode coverage docs/gan.md reports."""
+  """ring8: 200 epochs, pac 2, spectral norm; grid25: 400 epochs, pac 4, R1
+  0.1 and no spectral norm; both with a cosine decay over the run: the
+  configurations whose mode coverage docs/gan.md reports. An explicit flag
+  still overrides the dataset's default."""
   from unsupjax import cli
   from unsupjax.tasks import gan as gan_task
-  for dataset in ("ring8", "grid25"):
+  want = {"ring8": (200, 2, True, 0.0), "grid25": (400, 4, False, 0.1)}
+  for dataset, (epochs, pac, sn, r1) in want.items():
     args = cli.build_parser().parse_args(["train", "gan", "--dataset", dataset])
     gan_task.resolve(args)
     assert (args.epochs, args.lr_schedule, args.batch_size, args.lr) == (
-        200, "cosine", 256, 1e-3), dataset
+        epochs, "cosine", 256, 1e-3), dataset
     config = gan_task.build_config(args, (2,), 51_200 // 256)
-    assert config.decay_steps == 200 * 200 and config.pac == (2 if dataset == "ring8" else 4)
+    assert config.decay_steps == epochs * 200, dataset
+    assert (config.pac, config.spectral_norm, config.r1_weight) == (pac, sn, r1), dataset
+  args = cli.build_parser().parse_args(["train", "gan", "--dataset", "grid25", "--r1", "0",
+                                        "--spectral-norm"])
+  gan_task.resolve(args)
+  config = gan_task.build_config(args, (2,), 200)
+  assert (config.spectral_norm, config.r1_weight) == (True, 0.0)
   args = cli.build_parser().parse_args(["train", "gan", "--dataset", "ring8", "--epochs", "50",
                                         "--lr-schedule", "constant"])
   gan_task.resolve(args)

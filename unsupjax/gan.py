@@ -176,8 +176,11 @@ def config_for(dataset: str, data_shape: Sequence[int], **overrides: Any) -> GAN
 
   ring8 / grid25: MLP G and D (3 x 256), latent 8, non-saturating loss,
   PacGAN packing (2 for the ring, 4 for the grid, as in the PacGAN paper),
-  spectral norm in D, Adam lr 1e-3 with betas (0.5, 0.999), EMA 0.999,
-  linear output. (The CLI adds a cosine decay over the run on both.)
+  Adam lr 1e-3 with betas (0.5, 0.999), EMA 0.999, linear output; D
+  regularised by spectral norm on the ring and by an R1 penalty (gamma 0.1)
+  on the grid, where spectral norm left samples strung between modes and
+  let long runs collapse (docs/gan.md). (The CLI adds a cosine decay over
+  the run on both.)
   Images (digits, mnist, fashion_mnist, cifar10, stacked_mnist): DCGAN
   networks, sigmoid output (unsupjax's images are in [0, 1]), non-saturating
   loss, spectral norm in D, pac 2, Adam 2e-4 / (0.5, 0.999), EMA 0.999.
@@ -187,7 +190,7 @@ def config_for(dataset: str, data_shape: Sequence[int], **overrides: Any) -> GAN
   if dataset == "ring8":
     base = dict(latent_dim=8, pac=2, spectral_norm=True, g_lr=1e-3, d_lr=1e-3)
   elif dataset == "grid25":
-    base = dict(latent_dim=8, pac=4, spectral_norm=True, g_lr=1e-3, d_lr=1e-3)
+    base = dict(latent_dim=8, pac=4, r1_weight=0.1, g_lr=1e-3, d_lr=1e-3)
   elif dataset in ("digits", "mnist", "fashion_mnist", "cifar10", "stacked_mnist"):
     base = dict(arch="dcgan", output="sigmoid", latent_dim=64, pac=2,
                 spectral_norm=True, g_layer_norm=True,

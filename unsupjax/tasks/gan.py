@@ -52,7 +52,7 @@ FINAL_METRIC_SAMPLES = 10_000
 
 DEFAULTS = common.TrainDefaults(
     batch_size=256, learning_rate=1e-3, checkpoint_every=10,
-    epochs_by_dataset=(("ring8", 200), ("grid25", 200), ("digits", 300),
+    epochs_by_dataset=(("ring8", 200), ("grid25", 400), ("digits", 300),
                        ("mnist", 20), ("fashion_mnist", 20), ("cifar10", 30),
                        (STACKED, 20)),
     epochs_other=50)
@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "penalty (--gp 10, --n-critic 5)")
   m.add_argument("--gp", type=float, default=None,
                  help="WGAN-GP weight (default 10 with --loss wgan-gp, else 0)")
-  m.add_argument("--r1", type=float, default=0.0, help="R1 penalty weight gamma")
+  m.add_argument("--r1", type=float, default=None,
+                 help="R1 penalty weight gamma (grid25: 0.1, else 0: off)")
   m.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction,
                  default=None, help="spectral normalisation in D")
   m.add_argument("--minibatch-std", action=argparse.BooleanOptionalAction,
@@ -176,7 +177,8 @@ def build_config(args: argparse.Namespace, data_shape: tuple[int, ...],
   over["loss"] = loss
   if loss == "wgan" and args.n_critic is None:
     over["n_critic"] = 5
-  over["r1_weight"] = args.r1
+  if args.r1 is not None:
+    over["r1_weight"] = args.r1
   for flag, field in (("spectral_norm", "spectral_norm"),
                       ("minibatch_std", "minibatch_std"), ("ema", "ema_decay"),
                       ("pac", "pac"), ("n_critic", "n_critic"),
@@ -233,7 +235,8 @@ def resolve(args: argparse.Namespace) -> None:
   if not isinstance(args.metric_samples, int) or args.metric_samples <= METRIC_K:
     raise common.UsageError(f"--metric-samples: expected an integer > {METRIC_K}, "
                             f"got {args.metric_samples!r}")
-  _check_nonneg(args.r1, "--r1")
+  if args.r1 is not None:
+    _check_nonneg(args.r1, "--r1")
   if args.gp is not None:
     _check_nonneg(args.gp, "--gp")
   if args.ema is not None and not 0.0 <= args.ema < 1.0:
