@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -56,28 +57,37 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_together(commands, env, cwd, logdir) -> list[tuple[str, str]]:
+def _run_together(commands, env, cwd, logdir, timeout=300) -> list[tuple[str, str]]:
   """Runs the commands at once (the processes of one run); their (stdout,
   stderr) once all exited 0. Output goes to files, not pipes: an undrained
   pipe of one process would block it mid-run, and the others with it in
-  their next collective. A hang kills them all after 600 s and shows each
-  process's output."""
+  their next collective. A hang is ended with SIGABRT after `timeout` s, so
+  that faulthandler prints every thread's Python stack, and the failure
+  shows each process's output."""
   logdir = pathlib.Path(logdir)
+  env = dict(env, PYTHONFAULTHANDLER="1")
   files = [(logdir / f"proc{i}.out", logdir / f"proc{i}.err") for i in range(len(commands))]
   procs = []
   for c, (o, e) in zip(commands, files):
     with open(o, "w") as fo, open(e, "w") as fe:
       procs.append(subprocess.Popen(c, env=env, cwd=cwd, stdout=fo, stderr=fe, text=True))
-  deadline = time.monotonic() + 600
+  deadline = time.monotonic() + timeout
   try:
     for p in procs:
       p.wait(timeout=max(1.0, deadline - time.monotonic()))
   except subprocess.TimeoutExpired:
     for q in procs:
-      q.kill()
-    tails = "\n".join(f"--- process {i}: {e.read_text()[-3000:]}"
-                      for i, (_, e) in enumerate(files))
-    raise AssertionError(f"processes still running after 600 s\n{tails}") from None
+      if q.poll() is None:
+        q.send_signal(signal.SIGABRT)
+    for q in procs:
+      try:
+        q.wait(timeout=20)
+      except subprocess.TimeoutExpired:
+        q.kill()
+    tails = "\n".join(f"--- process {i} (exit {q.returncode}) stdout:\n{o.read_text()[-2000:]}"
+                      f"\n--- process {i} stderr:\n{e.read_text()[-6000:]}"
+                      for i, (q, (o, e)) in enumerate(zip(procs, files)))
+    raise AssertionError(f"processes still running after {timeout} s\n{tails}") from None
   outs = [(o.read_text(), e.read_text()) for o, e in files]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, out + err[-6000:]

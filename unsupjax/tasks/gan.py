@@ -36,7 +36,7 @@ from unsupjax.metrics import report
 from unsupjax.tasks import common
 
 HELP = ("GAN: MLP on 2-D toys/vectors, DCGAN on images; non-saturating loss, "
-        "PacGAN packing, spectral norm, EMA generator (default: ring8)")
+        "PacGAN packing, spectral norm, R1 penalty, EMA generator (default: ring8)")
 MODEL = "gan"
 STACKED = "stacked_mnist"
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", STACKED)
@@ -177,9 +177,7 @@ def build_config(args: argparse.Namespace, data_shape: tuple[int, ...],
   over["loss"] = loss
   if loss == "wgan" and args.n_critic is None:
     over["n_critic"] = 5
-  if args.r1 is not None:
-    over["r1_weight"] = args.r1
-  for flag, field in (("spectral_norm", "spectral_norm"),
+  for flag, field in (("r1", "r1_weight"), ("spectral_norm", "spectral_norm"),
                       ("minibatch_std", "minibatch_std"), ("ema", "ema_decay"),
                       ("pac", "pac"), ("n_critic", "n_critic"),
                       ("latent_dim", "latent_dim"), ("arch", "arch"),
