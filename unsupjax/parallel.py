@@ -30,8 +30,8 @@ Also `resolve` (the `--parallel` flag: None means 'sharded' when more than
 one device is visible), `make_mesh`, `batch_split` (how many parts a batch
 is split into), `shard_batch`, `initialize_distributed`
 (`jax.distributed.initialize` from flags or the cloud-TPU environment) and
-`process_shard` (the rows a process reads) and `lead_process_only` (a file
-writer that runs on process 0 alone).
+`process_shard` (the rows a process reads), `lead_process_only` (a file
+writer that runs on process 0 alone) and `sync_processes` (a barrier).
 
 Does not offer: pipeline or tensor parallelism inside a layer beyond
 splitting parameter matrices along 'model', cross-device batch statistics
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -340,6 +341,34 @@ def lead_process_only(write: Callable[..., None]) -> Callable[..., None]:
     if jax.process_index() == 0:
       write(*args, **kwargs)
   return wrapped
+
+
+_barriers = itertools.count()
+
+
+def sync_processes(name: str, timeout_s: float = 1800.0) -> None:
+  """A barrier: returns once every process of the run has called it with
+  this `name` (at once in a single-process run). For the file system:
+  process 0 changes a run's files between two barriers, so that no other
+  process reads them half-changed or acts on them before they are ready.
+
+  Waits at a barrier of jax.distributed's coordination service: no program
+  is compiled (a first compile would settle, before a task has enabled it,
+  that the persistent compilation cache is off), and a process that never
+  arrives raises an error after `timeout_s` instead of hanging the others.
+  Every process calls the same barriers in the same order; a counter makes
+  each one's id unique.
+  """
+  if jax.process_count() == 1:
+    return
+  barrier = f"{name}:{next(_barriers)}"
+  from jax._src import distributed  # the client jax.distributed.initialize made
+  client = distributed.global_state.client
+  if client is None:  # processes joined by other means: a device collective
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(barrier)
+  else:
+    client.wait_at_barrier(barrier, timeout_in_ms=int(timeout_s * 1000))
 
 
 def process_shard(n: int, process_index: int | None = None,

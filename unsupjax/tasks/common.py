@@ -239,7 +239,13 @@ def prepare_workdir(args: argparse.Namespace, model: str,
   settings that shape the trajectory (everything in run_config but the epoch
   count) must match the saved run. Without --resume, a previous run of the
   same model there is replaced.
+
+  In a multi-process run every process checks the directory as it was, and
+  only then does process 0 clear the old run and write the new record; the
+  others wait until it has (a process that read the new record would take
+  it for a previous run and delete the checkpoints process 0 was writing).
   """
+  import jax
   workdir = writable_workdir(args.workdir)
   run_file = workdir / RUN_FILE
   previous = None
@@ -265,15 +271,20 @@ def prepare_workdir(args: argparse.Namespace, model: str,
         raise UsageError(
             f"--resume: the run in {workdir} used {k}={old.get(k)!r}, "
             f"got {k}={new.get(k)!r}")
-  elif previous is not None:
-    for name in (train.CHECKPOINT_DIR, train.METRICS_FILE, SUMMARY_FILE):
-      p = workdir / name
-      if p.is_dir():
-        shutil.rmtree(p)
-      elif p.exists():
-        p.unlink()
-  run_file.write_text(json.dumps(
-      {"model": model, "config": run_config, "created": time.time()}, indent=2))
+  parallel.sync_processes("unsupjax:workdir-checked")
+  if jax.process_index() == 0:
+    if previous is not None and not args.resume:
+      for name in (train.CHECKPOINT_DIR, train.METRICS_FILE, SUMMARY_FILE):
+        p = workdir / name
+        if p.is_dir():
+          shutil.rmtree(p)
+        elif p.exists():
+          p.unlink()
+    tmp = workdir / (RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(
+        {"model": model, "config": run_config, "created": time.time()}, indent=2))
+    os.replace(tmp, run_file)
+  parallel.sync_processes("unsupjax:workdir-ready")
   return workdir
 
 
