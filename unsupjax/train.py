@@ -560,6 +560,11 @@ def fit(state, train_step: TrainStep, eval_step: EvalStep | None,
                    time.perf_counter() - t_start, start_epoch)
 
 
+# A step's metrics added to the running sums in one dispatch, not one per
+# metric (over several processes, each is a program every process runs).
+_add_trees = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+
+
 def _mean_of_steps(sums, count: int) -> dict[str, float]:
   return _to_python(jax.tree.map(lambda s: s / count, sums))
 
@@ -699,6 +704,12 @@ def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
   # on its first call, once).
   compiled = one if (multi and parallel == "pmap") else compile_lowered(one.lower(*example))
   del placed, example
+  # Several processes on CPU: each step finishes before the next is sent.
+  # Dispatching far ahead there deadlocked now and then: one device's launch
+  # of a collective step waited for a free in-flight slot, all held by other
+  # queued programs, while the other devices waited in the step's all-reduce
+  # (the two-process tests on a loaded 2-core machine; docs/parallel.md).
+  pace = multi and jax.devices()[0].platform == "cpu"
 
   def run(st, ids):
     ids = np.asarray(ids)
@@ -709,7 +720,9 @@ def make_runner(train_step: TrainStep, state, train_x, step_key: jax.Array, *,
       else:
         st, metrics = compiled(st, put_batch(jax.tree.map(lambda a: a[row], train_x)), key)
       metrics = get_metrics(metrics)
-      sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+      sums = metrics if sums is None else _add_trees(sums, metrics)
+      if pace:
+        jax.block_until_ready(sums)
     return st, _mean_of_steps(sums, len(ids))
 
   return StepRunner(mode, run, place, host, saved, put_view)
