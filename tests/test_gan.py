@@ -628,13 +628,14 @@ def test_cli_stacked_mnist_counts_modes_and_evaluate_reproduces_them(tmp_path, m
 
 def test_cli_toy_defaults_are_the_benchmarked_ones():
   """ring8: 200 epochs, pac 2, spectral norm; grid25: 400 epochs, pac 4, R1
-  0.1 and no spectral norm; both with a cosine decay over the run: the
-  configurations whose mode coverage docs/gan.md reports. An explicit flag
-  still overrides the dataset's default."""
+  0.1, no spectral norm and D at twice G's learning rate; both with a cosine
+  decay over the run: the configurations whose mode coverage docs/gan.md
+  reports. An explicit flag still overrides the dataset's default, and --lr
+  scales both rates."""
   from unsupjax import cli
   from unsupjax.tasks import gan as gan_task
-  want = {"ring8": (200, 2, True, 0.0), "grid25": (400, 4, False, 0.1)}
-  for dataset, (epochs, pac, sn, r1) in want.items():
+  want = {"ring8": (200, 2, True, 0.0, 1e-3), "grid25": (400, 4, False, 0.1, 2e-3)}
+  for dataset, (epochs, pac, sn, r1, d_lr) in want.items():
     args = cli.build_parser().parse_args(["train", "gan", "--dataset", dataset])
     gan_task.resolve(args)
     assert (args.epochs, args.lr_schedule, args.batch_size, args.lr) == (
@@ -642,6 +643,13 @@ def test_cli_toy_defaults_are_the_benchmarked_ones():
     config = gan_task.build_config(args, (2,), 51_200 // 256)
     assert config.decay_steps == epochs * 200, dataset
     assert (config.pac, config.spectral_norm, config.r1_weight) == (pac, sn, r1), dataset
+    assert (config.g_lr, config.d_lr) == (1e-3, d_lr), dataset
+  for flags, rates in ((["--lr", "5e-4"], (5e-4, 1e-3)), (["--d-lr", "1e-3"], (1e-3, 1e-3)),
+                       (["--lr", "5e-4", "--g-lr", "1e-4"], (1e-4, 1e-3))):
+    args = cli.build_parser().parse_args(["train", "gan", "--dataset", "grid25", *flags])
+    gan_task.resolve(args)
+    config = gan_task.build_config(args, (2,), 200)
+    assert (config.g_lr, config.d_lr) == rates, flags
   args = cli.build_parser().parse_args(["train", "gan", "--dataset", "grid25", "--r1", "0",
                                         "--spectral-norm"])
   gan_task.resolve(args)

@@ -94,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   m.add_argument("--g-lr", type=float, default=None,
                  help="generator learning rate (default: --lr)")
   m.add_argument("--d-lr", type=float, default=None,
-                 help="discriminator learning rate (default: --lr); TTUR")
+                 help="discriminator learning rate (default: --lr; 2 x --lr on "
+                      "grid25); TTUR")
   m.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
                  help="cosine: decay to 0 over the run (default on ring8 and grid25)")
   o = parser.add_argument_group("outputs")
@@ -184,11 +185,14 @@ def build_config(args: argparse.Namespace, data_shape: tuple[int, ...],
                       ("output", "output")):
     if getattr(args, flag) is not None:
       over[field] = getattr(args, flag)
-  over["g_lr"] = args.g_lr if args.g_lr is not None else args.lr
-  over["d_lr"] = args.d_lr if args.d_lr is not None else args.lr
   if args.lr_schedule == "cosine":
     over["decay_steps"] = args.epochs * steps_per_epoch
   name = "npy" if _is_npy(args.dataset) else args.dataset
+  # --lr scales the dataset's own G and D rates (grid25's D learns at twice
+  # G's rate); --g-lr / --d-lr set one of them outright.
+  d_per_g = gan.D_LR_RATIO.get(name, 1.0)
+  over["g_lr"] = args.g_lr if args.g_lr is not None else args.lr
+  over["d_lr"] = args.d_lr if args.d_lr is not None else args.lr * d_per_g
   if name in IMAGE_DATASETS and len(data_shape) != 3:
     raise common.UsageError(f"--dataset: expected images, got shape {data_shape}")
   if over.get("arch") == "dcgan" and name not in IMAGE_DATASETS and "output" not in over:
