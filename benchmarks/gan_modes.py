@@ -13,11 +13,12 @@ of `unsupjax train gan`), numbers read from its summary.json:
                   same sizes (train[:10k] vs test), measured here too.
 
 Configurations: `default` (the CLI's defaults for the dataset), `plain` (the
-same without the mode-collapse counter-measures: `--pac 1
---no-spectral-norm --r1 0`, and on grid25 `--d-lr 0.001`, D at G's rate), `short` (a quarter of the epochs at a constant
-learning rate: ring8's default before it became 200 epochs with a cosine
-decay), `plain-short` (both), and `long` (4x the epochs, cosine decay). The plain GAN runs beside the default so its
-collapse is measured in the same table, not quoted.
+same without the mode-collapse counter-measures: `--pac 1 --no-spectral-norm
+--r1 0`, and on grid25 `--d-lr 0.001`, D at G's rate), `short` (a quarter of
+the epochs at a constant learning rate: ring8's default before it became 200
+epochs with a cosine decay), `plain-short` (both), and `long` (4x the epochs,
+cosine decay). The plain GAN runs beside the default so its collapse is
+measured in the same table, not quoted.
 
     python benchmarks/gan_modes.py --datasets ring8 grid25 --seeds 0 1 2
     python benchmarks/gan_modes.py --datasets stacked_mnist mnist \\
