@@ -119,15 +119,16 @@ def _run_job(make_commands, env, cwd, logdir, timeout=240) -> list[tuple[str, st
   """`_run_together(make_commands(port, attempt), ...)` with a fresh
   coordinator port, tried a second time (with a warning that shows the
   first attempt) when the first hung or lost a process to a signal."""
-  for attempt in range(2):
-    try:
-      return _run_together(make_commands(str(_free_port()), attempt), env, cwd,
-                           pathlib.Path(logdir) / f"attempt{attempt}", timeout)
-    except _JobFailed as e:
-      if attempt == 1 or not e.retry:
-        raise
-      warnings.warn(f"multi-process run retried on a fresh port after:\n{e}")
-  raise AssertionError("unreachable")
+  def attempt(i):
+    return _run_together(make_commands(str(_free_port()), i), env, cwd,
+                         pathlib.Path(logdir) / f"attempt{i}", timeout)
+  try:
+    return attempt(0)
+  except _JobFailed as e:
+    if not e.retry:
+      raise
+    warnings.warn(f"multi-process run retried on a fresh port after:\n{e}")
+  return attempt(1)
 
 
 @pytest.fixture(scope="module")
