@@ -9,7 +9,12 @@ is pretraining + that method's clustering phase (the pretraining is shared,
 so it is also reported on its own).
 
     nice -n 10 python benchmarks/deep_clustering.py --dataset mnist \
-        --data-dir /work/shared/data/tfds --seeds 0 1 2
+        --data-dir /work/shared/data/tfds --seeds 0 1 2 3 4
+
+The autoencoder is pretrained with the CLI's default recipe (--recipe
+dec-sgd: SGD lr 1, momentum 0.9, fan-in uniform kernels, 300 epochs);
+`--recipe adam` (200 epochs unless --pretrain-epochs says otherwise)
+writes deep_clustering_adam.json instead.
 
 Runs that already left a summary.json in --runs-dir are not re-run (a killed
 benchmark continues where it stopped). Fashion-MNIST: prepare it once with
@@ -68,8 +73,9 @@ def main() -> None:
   p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                  help="methods to run (cached runs of the others are reported too)")
-  p.add_argument("--pretrain-epochs", type=int, default=200,
-                 help="autoencoder pretraining epochs (the Keras DEC recipe: 300)")
+  p.add_argument("--pretrain-epochs", type=int, default=None,
+                 help="autoencoder pretraining epochs (default: 300 with --recipe "
+                      "dec-sgd, 200 with adam)")
   p.add_argument("--epochs", type=int, default=10,
                  help="most epochs of the DEC / IDEC clustering phase")
   p.add_argument("--kmeans-init", type=int, default=3, help="restarts of raw k-means")
@@ -78,25 +84,30 @@ def main() -> None:
                       "so the seeds vary only the clustering phase (cheaper)")
   p.add_argument("--ae-output", choices=("sigmoid", "linear"), default="linear",
                  help="the pretrained autoencoder's decoder output (--output of the CLI)")
-  p.add_argument("--recipe", choices=("adam", "dec-sgd"), default="adam",
-                 help="autoencoder pretraining: Adam (lr 1e-3) with Keras's default init, or "
-                      "the Keras DEC recipe (SGD lr 1, momentum 0.9, U(+-1/sqrt(fan_in)) "
-                      "kernels; use with --pretrain-epochs 300)")
+  p.add_argument("--recipe", choices=("adam", "dec-sgd"), default="dec-sgd",
+                 help="autoencoder pretraining (--recipe of the CLI): the Keras DEC "
+                      "recipe (SGD lr 1, momentum 0.9, U(+-1/sqrt(fan_in)) kernels), or "
+                      "Adam (lr 1e-3) with Keras's default init")
   p.add_argument("--idec-optimizer", choices=("sgd", "adam"), default="sgd",
                  help="IDEC's clustering-phase optimizer (--optimizer of the CLI)")
   p.add_argument("--skip-raw", action="store_true", help="no k-means on raw pixels")
   p.add_argument("--runs-dir", default=str(REPO / "runs" / "bench-deep-clustering"))
-  p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "deep_clustering.json"))
+  p.add_argument("--json", default=None,
+                 help="default: benchmarks/results/deep_clustering.json, or "
+                      "deep_clustering_adam.json with --recipe adam")
   a = p.parse_args()
+  if a.pretrain_epochs is None:
+    a.pretrain_epochs = 300 if a.recipe == "dec-sgd" else 200
+  if a.json is None:
+    suffix = "" if a.recipe == "dec-sgd" else f"_{a.recipe}"
+    a.json = str(REPO / "benchmarks" / "results" / f"deep_clustering{suffix}.json")
   # One cache per autoencoder setting, so runs of another setting are never reused.
   setting = f"{a.ae_output}-output" + ("" if a.recipe == "adam" else f"-{a.recipe}")
   runs = pathlib.Path(a.runs_dir) / a.dataset / setting
   runs.mkdir(parents=True, exist_ok=True)
   log = lambda s: print(f"[{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True)
   common = ["--dataset", a.dataset, "--no-progress", "--no-download"]
-  recipe = ([] if a.recipe == "adam" else
-            ["--pretrain-optimizer", "sgd", "--lr", "1", "--pretrain-momentum", "0.9",
-             "--kernel-init", "fan_in_uniform"])
+  recipe = ["--recipe", a.recipe]
   if a.data_dir:
     common += ["--data-dir", a.data_dir]
 

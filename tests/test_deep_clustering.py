@@ -277,3 +277,50 @@ def test_n2d_on_digits_embedding(pretrained, digits_all):
   chex.assert_shape(u, (len(x), 10))
   assert labels.shape == (len(x),) and labels.dtype == np.int32
   assert cm.clustering_accuracy(y, labels) > 0.8
+
+
+def _resolved(*argv):
+  """The deep-clustering flags after the recipe is applied (no data read)."""
+  from unsupjax.tasks import deep_clustering as task
+  args = cli.build_parser().parse_args(["train", *argv])
+  task.apply_recipe(args)
+  return (args.recipe, args.pretrain_optimizer, args.lr, args.pretrain_momentum,
+          args.kernel_init, args.pretrain_epochs)
+
+
+def test_pretraining_recipe_defaults_and_overrides():
+  """The dense AE on MNIST-like data pretrains with the Keras DEC recipe unless
+  told otherwise; elsewhere with Adam; single flags override single parts."""
+  sgd = ("dec-sgd", "sgd", 1.0, 0.9, "fan_in_uniform", 300)
+  adam = ("adam", "adam", 1e-3, 0.9, "glorot_uniform")
+  for method in ("ae-kmeans", "dec", "idec", "n2d"):
+    assert _resolved(method, "--dataset", "mnist") == sgd
+  assert _resolved("dec", "--dataset", "fashion_mnist") == sgd
+  assert _resolved("dec", "--dataset", "digits") == adam + (200,)
+  assert _resolved("dec", "--dataset", "mnist", "--arch", "conv") == adam + (50,)
+  assert _resolved("dec", "--dataset", "mnist", "--recipe", "adam") == adam + (50,)
+  assert _resolved("dec", "--dataset", "digits", "--recipe", "dec-sgd") == sgd
+  assert _resolved("dec", "--dataset", "mnist", "--lr", "0.5", "--pretrain-epochs", "7",
+                   "--pretrain-momentum", "0.5") == (
+      "dec-sgd", "sgd", 0.5, 0.5, "fan_in_uniform", 7)
+  assert _resolved("dec", "--dataset", "mnist", "--pretrain-optimizer", "adam",
+                   "--lr", "1e-3") == ("dec-sgd", "adam", 1e-3, 0.9, "fan_in_uniform", 300)
+
+
+def test_cli_recipe_is_recorded_and_conv_refuses_dec_sgd(capsys, tmp_path):
+  small = ["--dataset", "digits", "--hidden", "64", "--latent-dim", "8",
+           "--pretrain-epochs", "2", "--no-progress", "--no-compile-cache"]
+  wd = tmp_path / "aek"
+  assert cli.main(["train", "ae-kmeans", *small, "--recipe", "dec-sgd",
+                   "--workdir", str(wd)]) == 0
+  cfg = json.loads((wd / "run.json").read_text())["config"]
+  assert (cfg["recipe"], cfg["pretrain_optimizer"], cfg["lr"], cfg["pretrain_momentum"],
+          cfg["kernel_init"], cfg["pretrain_epochs"]) == (
+      "dec-sgd", "sgd", 1.0, 0.9, "fan_in_uniform", 2)
+  losses = [json.loads(l)["train_loss"] for l in (wd / "metrics.jsonl").read_text().splitlines()
+            if "train_loss" in l]
+  assert len(losses) == 2 and np.isfinite(losses).all() and losses[1] < losses[0]
+  capsys.readouterr()
+  rc, err = _cli(capsys, "train", "ae-kmeans", *small, "--arch", "conv", "--recipe",
+                 "dec-sgd", "--workdir", str(tmp_path / "bad"))
+  assert rc == 2 and "--recipe: dec-sgd applies to --arch dense only" in err
