@@ -168,11 +168,9 @@ def make_task(method: str) -> SimpleNamespace:
   def check_args(args: argparse.Namespace) -> None:
     if args.epochs is None:
       args.epochs = _epochs(CLUSTER_EPOCHS, CLUSTER_EPOCHS_OTHER, args.dataset)
+    apply_recipe(args)
     if args.arch == "conv" and args.recipe == "dec-sgd":
       raise common.UsageError("--recipe: dec-sgd applies to --arch dense only")
-    if args.arch == "conv" and args.kernel_init not in (None, "glorot_uniform"):
-      raise common.UsageError("--kernel-init: applies to --arch dense only")
-    apply_recipe(args)
     common.resolve_common(args, method)
     common.check_positive(args.pretrain_epochs, "--pretrain-epochs")
     common.check_positive(args.eval_every, "--eval-every")
@@ -207,6 +205,8 @@ def make_task(method: str) -> SimpleNamespace:
     if not 0 <= args.pretrain_momentum < 1:
       raise common.UsageError(f"--pretrain-momentum: expected a value in [0, 1), got "
                               f"{args.pretrain_momentum}")
+    if args.arch == "conv" and args.kernel_init != "glorot_uniform":
+      raise common.UsageError("--kernel-init: applies to --arch dense only")
     if args.output == "linear" and args.loss != "mse":
       raise common.UsageError(f"--loss: --output linear needs --loss mse, got {args.loss}")
     if args.pretrained is not None and args.resume:
