@@ -39,10 +39,11 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # unsupjax, imported where used (keeps --help light)
+sys.path.insert(0, str(REPO / "benchmarks"))
 import _bench  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 DATASETS = ("ring8", "grid25", "stacked_mnist", "mnist")
 CONFIGS = ("default", "plain", "short", "plain-short", "long")
 PLAIN_FLAGS = ["--pac", "1", "--no-spectral-norm", "--r1", "0"]
@@ -63,7 +64,6 @@ PUBLISHED = {  # PacGAN paper (Lin et al. 2018), 10 trials
 
 def cli_epochs(dataset: str) -> int:
   """The CLI's default epochs for a dataset."""
-  sys.path.insert(0, str(REPO))
   from unsupjax.tasks import gan as gan_task
   return dict(gan_task.DEFAULTS.epochs_by_dataset)[dataset]
 
@@ -71,7 +71,6 @@ def cli_epochs(dataset: str) -> int:
 def plain_flags(dataset: str) -> list[str]:
   """PLAIN_FLAGS, and D at G's learning rate where the dataset's default
   gives D a faster one (grid25)."""
-  sys.path.insert(0, str(REPO))
   from unsupjax import cli, gan
   from unsupjax.tasks import gan as gan_task
   if gan.D_LR_RATIO.get(dataset, 1.0) == 1.0:
@@ -103,7 +102,6 @@ def matches(run_config: dict, dataset: str, flags: list[str]) -> bool:
   FLAGS` would train it today (the settings in COMPARED)."""
   import dataclasses
 
-  sys.path.insert(0, str(REPO))
   from unsupjax import cli
   from unsupjax.tasks import gan as gan_task
   args = cli.build_parser().parse_args(["train", "gan", "--dataset", dataset, *flags])
