@@ -253,6 +253,9 @@ def main():
   p.add_argument("--rounds", type=int, default=2,
                  help="interleaved rounds of the Lloyd timing (best kept)")
   p.add_argument("--block-size", type=int, default=None)
+  p.add_argument("--one-hot-max-k", type=int, default=None,
+                 help="override kmeans.ONE_HOT_MAX_K (0: segment_sum at every "
+                      "k), to compare the two ways of summing clusters")
   p.add_argument("--scaling-ns", default="10000,100000,1000000")
   p.add_argument("--skip", default="",
                  help="comma list of: lloyd,fit,scaling,minibatch")
@@ -260,15 +263,19 @@ def main():
   args = p.parse_args()
   args.iters = tuple(int(v) for v in args.iters.split(","))
   skip = set(filter(None, args.skip.split(",")))
+  if args.one_hot_max_k is not None:
+    kmeans.ONE_HOT_MAX_K = args.one_hot_max_k  # read when fit is traced
 
   info = _bench.machine()
   info["blas"] = _bench.blas_info()
   peak = matmul_peak(args.reps)
   info["f32_matmul_peak_gflops"] = peak / 1e9
+  info["one_hot_max_k"] = kmeans.ONE_HOT_MAX_K
   print(f"machine: {info['cpu']}, {info['cores']} cores, JAX {info['jax']} "
         f"backend={info['backend']} ({info['devices']} x {info['device']})")
   print(f"scikit-learn BLAS: {info['blas']}")
-  print(f"f32 matmul peak (jnp.dot): {peak / 1e9:.0f} GFLOP/s\n")
+  print(f"f32 matmul peak (jnp.dot): {peak / 1e9:.0f} GFLOP/s")
+  print(f"cluster sums by one-hot matmul up to k = {kmeans.ONE_HOT_MAX_K}\n")
   out = {"machine": info}
 
   x = load_mnist(args)

@@ -44,7 +44,7 @@ def _rows(x, k, seed):
 
 
 @pytest.mark.parametrize("name", sorted(DATA))
-@pytest.mark.parametrize("k", [3, 10])
+@pytest.mark.parametrize("k", [3, 10, 24])  # 24: above ONE_HOT_MAX_K
 def test_same_init_matches_sklearn(name, k):
   x, _ = DATA[name]()
   init = _rows(x, k, seed=k)
@@ -56,6 +56,30 @@ def test_same_init_matches_sklearn(name, k):
   np.testing.assert_allclose(np.asarray(res.centroids), ref.cluster_centers_,
                              rtol=1e-4, atol=1e-4)
   assert int(res.n_iter) == ref.n_iter_
+
+
+@pytest.mark.parametrize("k", [5, 40])
+def test_one_hot_and_segment_sum_assignment_agree(digits, k):
+  """The two ways `_assign_blocks` sums clusters (one-hot matmul up to
+  ONE_HOT_MAX_K, segment_sum above) against a NumPy float64 reference, with
+  weights and padding rows (n = 1797 in blocks of 256)."""
+  x, _ = digits
+  rng = np.random.default_rng(k)
+  w = rng.uniform(0.0, 2.0, len(x)).astype(np.float32)
+  c = _rows(x, k, seed=k)
+  blocks = kmeans._to_blocks(jnp.asarray(x), jnp.asarray(w), 256)
+  d2 = ((x.astype(np.float64)[:, None] - c.astype(np.float64)[None]) ** 2).sum(-1)
+  lab_ref = d2.argmin(1)
+  onehot = np.eye(k)[lab_ref] * w[:, None]
+  for one_hot in (True, False):
+    lab, mind, sums, counts = kmeans._assign_blocks(
+        blocks, jnp.asarray(c), with_sums=True, one_hot=one_hot,
+        precision=jax.lax.Precision.HIGHEST)
+    np.testing.assert_array_equal(np.asarray(lab).reshape(-1)[:len(x)], lab_ref)
+    np.testing.assert_allclose(np.asarray(mind).reshape(-1)[:len(x)],
+                               d2.min(1), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(sums), onehot.T @ x, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(counts), onehot.sum(0), rtol=1e-5)
 
 
 def test_sample_weight_matches_sklearn(digits):
