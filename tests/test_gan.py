@@ -627,14 +627,14 @@ def test_cli_stacked_mnist_counts_modes_and_evaluate_reproduces_them(tmp_path, m
 
 
 def test_cli_toy_defaults_are_the_benchmarked_ones():
-  """ring8: 200 epochs, pac 2, spectral norm; grid25: 400 epochs, pac 4, R1
+  """ring8: 200 epochs, pac 2, spectral norm; grid25: 600 epochs, pac 4, R1
   0.1, no spectral norm and D at twice G's learning rate; both with a cosine
   decay over the run: the configurations whose mode coverage docs/gan.md
   reports. An explicit flag still overrides the dataset's default, and --lr
   scales both rates."""
   from unsupjax import cli
   from unsupjax.tasks import gan as gan_task
-  want = {"ring8": (200, 2, True, 0.0, 1e-3), "grid25": (400, 4, False, 0.1, 2e-3)}
+  want = {"ring8": (200, 2, True, 0.0, 1e-3), "grid25": (600, 4, False, 0.1, 2e-3)}
   for dataset, (epochs, pac, sn, r1, d_lr) in want.items():
     args = cli.build_parser().parse_args(["train", "gan", "--dataset", dataset])
     gan_task.resolve(args)

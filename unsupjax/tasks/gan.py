@@ -52,7 +52,7 @@ FINAL_METRIC_SAMPLES = 10_000
 
 DEFAULTS = common.TrainDefaults(
     batch_size=256, learning_rate=1e-3, checkpoint_every=10,
-    epochs_by_dataset=(("ring8", 200), ("grid25", 400), ("digits", 300),
+    epochs_by_dataset=(("ring8", 200), ("grid25", 600), ("digits", 300),
                        ("mnist", 20), ("fashion_mnist", 20), ("cifar10", 30),
                        (STACKED, 20)),
     epochs_other=50)
