@@ -67,6 +67,9 @@ def raw_kmeans(dataset: str, data_dir: str | None, seed: int, n_init: int) -> di
 
 
 def main() -> None:
+  sys.path.insert(0, str(REPO))
+  from unsupjax.tasks import deep_clustering as task  # the CLI's recipes
+
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--dataset", default="mnist")
   p.add_argument("--data-dir", default=None)
@@ -84,7 +87,7 @@ def main() -> None:
                       "so the seeds vary only the clustering phase (cheaper)")
   p.add_argument("--ae-output", choices=("sigmoid", "linear"), default="linear",
                  help="the pretrained autoencoder's decoder output (--output of the CLI)")
-  p.add_argument("--recipe", choices=("adam", "dec-sgd"), default="dec-sgd",
+  p.add_argument("--recipe", choices=tuple(task.RECIPES), default="dec-sgd",
                  help="autoencoder pretraining (--recipe of the CLI): the Keras DEC "
                       "recipe (SGD lr 1, momentum 0.9, U(+-1/sqrt(fan_in)) kernels), or "
                       "Adam (lr 1e-3) with Keras's default init")
@@ -96,8 +99,8 @@ def main() -> None:
                  help="default: benchmarks/results/deep_clustering.json, or "
                       "deep_clustering_adam.json with --recipe adam")
   a = p.parse_args()
-  if a.pretrain_epochs is None:
-    a.pretrain_epochs = 300 if a.recipe == "dec-sgd" else 200
+  if a.pretrain_epochs is None:  # the recipe's own budget, else 200
+    a.pretrain_epochs = task.RECIPES[a.recipe].get("pretrain_epochs", 200)
   if a.json is None:
     suffix = "" if a.recipe == "dec-sgd" else f"_{a.recipe}"
     a.json = str(REPO / "benchmarks" / "results" / f"deep_clustering{suffix}.json")
