@@ -22,10 +22,13 @@ shapes: a group compiled twice is a recompilation).
 Programs are compiled as the library compiles its steps
 (`train.compile_lowered`: on CPU with `train.CPU_COMPILER_OPTIONS`).
 `--xla-defaults` measures with XLA's default options instead;
-`--compare-xla-defaults` also compiles every case with XLA's defaults and
-times the two programs' steps round-robin in the same run.
+`--compare-xla-defaults` also compiles every case with XLA's defaults, and
+`--compare-options JSON` (repeatable) with the given XLA options, e.g.
+'{"xla_cpu_use_fusion_emitters": false}'; each alternative's steps are
+timed round-robin with the library's in the same run.
 
-  python benchmarks/compile.py [--compare-xla-defaults] [--json benchmarks/results/compile.json]
+  python benchmarks/compile.py [--compare-xla-defaults] [--compare-options JSON ...]
+                               [--json benchmarks/results/compile.json]
 """
 
 from __future__ import annotations
@@ -97,10 +100,11 @@ def trace_lower_compile(step, state, x, key):
   return compiled, t1 - t0, t2 - t1, lowered
 
 
-def compile_with_xla_defaults(lowered):
-  """(compiled, seconds): the same lowered program compiled with XLA's defaults."""
+def compile_with(lowered, options):
+  """(compiled, seconds): the same lowered program compiled with `options`
+  (None: XLA's defaults)."""
   t0 = time.perf_counter()
-  compiled = lowered.compile()
+  compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
   return compiled, time.perf_counter() - t0
 
 
@@ -190,8 +194,19 @@ def main() -> None:
   ap.add_argument("--compare-xla-defaults", action="store_true",
                   help="also compile each case with XLA's defaults; time both steps "
                        "round-robin")
+  ap.add_argument("--compare-options", action="append", default=[], metavar="JSON",
+                  help="also compile each case with these XLA options (a JSON object; "
+                       "repeatable); time both steps round-robin")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
+  for text in args.compare_options:
+    try:
+      ok = isinstance(json.loads(text), dict) and json.loads(text)
+    except json.JSONDecodeError:
+      ok = False
+    if not ok:
+      ap.error(f"--compare-options: expected a non-empty JSON object of XLA options, "
+               f"got {text!r}")
   if args.xla_defaults:
     os.environ["UNSUPJAX_CPU_COMPILER_OPTIONS"] = "0"  # read by the child too
   if args.child:
@@ -208,7 +223,13 @@ def main() -> None:
   train.enable_compilation_cache(cache_dir)
   peak = _bench.matmul_peak_flops()
   options = train.compiler_options()
-  rows, results, compare_rows = [], {}, []
+  rows, results = [], {}
+  alternatives = []   # (label, options) each case is also compiled with
+  if args.compare_xla_defaults and options:
+    alternatives.append(("XLA defaults", None))
+  for text in args.compare_options:
+    alternatives.append((text, json.loads(text)))
+  compare_rows = {label: [] for label, _ in alternatives}
   for name, batch in CASES:
     step, state, x, key = build(name, batch)
     compiled, lower_s, compile_s, lowered = trace_lower_compile(step, state, x, key)
@@ -222,19 +243,20 @@ def main() -> None:
         "step": name, "batch": batch, "lower_s": lower_s, "compile_s": compile_s,
         "gflop": flops / 1e9, "step_s": step_s, "flops_per_s": flops / step_s,
         "fraction_of_peak": flops / step_s / peak}
-    if args.compare_xla_defaults and options:
-      plain, plain_s = compile_with_xla_defaults(lowered)
-      runs = {"options": compiled, "defaults": plain}
+    for label, other in alternatives:
+      alt, alt_s = compile_with(lowered, other)
+      runs = {"options": compiled, label: alt}
       times = {k: [] for k in runs}
       for _ in range(3):   # round-robin, each a median of `repeats` steps
         for k, fn in runs.items():
           times[k].append(_bench.median_seconds(
               lambda: jax.block_until_ready(fn(state, xs, key)), args.repeats))
-      opt_ms, def_ms = (1e3 * float(np.median(times[k])) for k in ("options", "defaults"))
-      r.update(xla_defaults_compile_s=plain_s, round_robin_step_ms_options=opt_ms,
-               round_robin_step_ms_defaults=def_ms)
-      compare_rows.append([name, batch, plain_s, compile_s, compile_s / plain_s,
-                           def_ms, opt_ms, opt_ms / def_ms])
+      opt_ms, alt_ms = (1e3 * float(np.median(times[k])) for k in runs)
+      r.setdefault("compare", {})[label] = {
+          "options": other, "compile_s": alt_s, "round_robin_step_ms": alt_ms,
+          "round_robin_step_ms_library": opt_ms}
+      compare_rows[label].append([name, batch, alt_s, compile_s, compile_s / alt_s,
+                                  alt_ms, opt_ms, opt_ms / alt_ms])
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [str(pathlib.Path(__file__).resolve().parents[1])] +
       [p for p in [os.environ.get("PYTHONPATH")] if p]))
@@ -269,17 +291,21 @@ def main() -> None:
   print(_bench.markdown_table(
       ["step", "batch", "trace+lower s", "compile s (cold)", "compile s (cache)",
        "cache hit", "GFLOP/step", "step ms", "GFLOP/s", "% of peak"], rows))
-  if compare_rows:
-    print("\nThe library's CPU options against XLA's defaults (same run; step times "
-          "round-robin, median of 3 rounds):\n")
+  for label, crow in compare_rows.items():
+    print(f"\nThe library's CPU options against {label} (same run; step times "
+          f"round-robin, median of 3 rounds):\n")
     print(_bench.markdown_table(
-        ["step", "batch", "compile s (XLA defaults)", "compile s (options)", "ratio",
-         "step ms (XLA defaults)", "step ms (options)", "ratio"], compare_rows))
+        ["step", "batch", "compile s (other)", "compile s (library)", "ratio",
+         "step ms (other)", "step ms (library)", "ratio"], crow))
   slow = [k for k, r in results.items() if r["compile_s"] >= 2.0]
   slow_cached = [k for k, r in results.items() if r["cached_compile_s"] >= 0.3]
   print(f"\nGoal < 2 s cold: {'met' if not slow else 'NOT met for ' + ', '.join(slow)}; "
         f"< 0.3 s from the cache: "
         f"{'met' if not slow_cached else 'NOT met for ' + ', '.join(slow_cached)}")
+  for label in compare_rows:
+    slow = [k for k, r in results.items() if r["compare"][label]["compile_s"] >= 2.0]
+    print(f"  with {label}: < 2 s cold "
+          f"{'met' if not slow else 'NOT met for ' + ', '.join(slow)}")
   print(f"\n`unsupjax train ae --epochs 3` (digits, in process): "
         f"{cli_counts['compilations']} compilations in all; the loop's programs "
         f"compiled: {cli_counts['loop_programs']}; loop programs compiled more "
