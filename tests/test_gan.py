@@ -626,6 +626,18 @@ def test_cli_stacked_mnist_counts_modes_and_evaluate_reproduces_them(tmp_path, m
   assert evaluated["fid"] == pytest.approx(summary["fid"], rel=1e-4)
 
 
+def test_cli_stacked_mnist_default_is_the_benchmarked_one():
+  """Stacked MNIST: 40 epochs at a constant rate, batch 64, pac 2 and
+  spectral norm, the run whose 1,000 modes docs/gan.md reports."""
+  from unsupjax import cli
+  from unsupjax.tasks import gan as gan_task
+  args = cli.build_parser().parse_args(["train", "gan", "--dataset", "stacked_mnist"])
+  gan_task.resolve(args)
+  assert (args.epochs, args.lr_schedule, args.batch_size) == (40, "constant", 64)
+  config = gan_task.build_config(args, (28, 28, 3), 937)
+  assert (config.pac, config.spectral_norm, config.decay_steps) == (2, True, 0)
+
+
 def test_cli_toy_defaults_are_the_benchmarked_ones():
   """ring8: 200 epochs, pac 2, spectral norm; grid25: 600 epochs, pac 4, R1
   0.1, no spectral norm and D at twice G's learning rate; both with a cosine
