@@ -199,14 +199,16 @@ def main() -> None:
                        "repeatable); time both steps round-robin")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
+  extra_options = []   # (the flag's text, its parsed options), parsed once
   for text in args.compare_options:
     try:
-      ok = isinstance(json.loads(text), dict) and json.loads(text)
+      parsed = json.loads(text)
     except json.JSONDecodeError:
-      ok = False
-    if not ok:
+      parsed = None
+    if not (isinstance(parsed, dict) and parsed):
       ap.error(f"--compare-options: expected a non-empty JSON object of XLA options, "
                f"got {text!r}")
+    extra_options.append((text, parsed))
   if args.xla_defaults:
     os.environ["UNSUPJAX_CPU_COMPILER_OPTIONS"] = "0"  # read by the child too
   if args.child:
@@ -227,8 +229,7 @@ def main() -> None:
   alternatives = []   # (label, options) each case is also compiled with
   if args.compare_xla_defaults and options:
     alternatives.append(("XLA defaults", None))
-  for text in args.compare_options:
-    alternatives.append((text, json.loads(text)))
+  alternatives += extra_options
   compare_rows = {label: [] for label, _ in alternatives}
   for name, batch in CASES:
     step, state, x, key = build(name, batch)
