@@ -24,9 +24,10 @@ runs on device; otherwise on host in NumPy (directly when the inputs are
 concrete arrays, through `jax.pure_callback` under `jit`). A d x d problem
 (d = 64 for unsupjax's MNIST features) costs microseconds there.
 `precision="float32"` keeps everything on device in float32 (for use inside
-a compiled loop); its error is measured in notes/metrics.md. The feature
-statistics themselves are computed on device in the features' dtype (float32
-unless x64 is on), centred first (two-pass) to avoid cancellation.
+a compiled loop); its error is measured by benchmarks/fid_floor.py and
+written down in docs/metrics.md. The feature statistics themselves are
+computed on device in the features' dtype (float32 unless x64 is on),
+centred first (two-pass) to avoid cancellation.
 
 Does not offer: feature extraction (see `features.py`). FIDs are comparable
 only when computed with the same feature network and the same sample sizes
