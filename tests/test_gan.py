@@ -418,6 +418,43 @@ def test_bad_input_raises_before_compiling():
     gan.sample(state, jax.random.PRNGKey(0), 0)
 
 
+def test_hold_then_cosine_schedule():
+  """hold_steps: the full rate for that many updates, then a cosine to 0 at
+  decay_steps (D's schedule counts n_critic of its updates per G update);
+  the held updates are the constant-rate run's, bit for bit."""
+  cfg = _small_config(g_lr=1e-3, d_lr=2e-3, n_critic=2, decay_steps=10, hold_steps=6)
+  g_lr, d_lr = gan.learning_rates(cfg)
+  for t, want in ((0, 1.0), (5, 1.0), (6, 1.0), (8, 0.5), (10, 0.0), (12, 0.0)):
+    assert float(g_lr(t)) == pytest.approx(1e-3 * want, abs=1e-9), t
+    assert float(d_lr(2 * t)) == pytest.approx(2e-3 * want, abs=1e-9), t
+  assert float(g_lr(7)) == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi / 4)))
+  g_cos, _ = gan.learning_rates(_small_config(g_lr=1e-3, decay_steps=4))
+  assert float(g_cos(2)) == pytest.approx(0.5e-3)
+  assert gan.learning_rates(_small_config(g_lr=1e-3)) == (1e-3, 1e-2)
+
+  x = _data(32)
+  constant = _small_config(pac=2, spectral_norm=True)
+  held = _small_config(pac=2, spectral_norm=True, decay_steps=8, hold_steps=5)
+  step = jax.jit(gan.train_step)
+  leaves = lambda s: (s.g_params, s.d_params, s.d_stats, s.ema_params,
+                      s.g_opt[0], s.d_opt[0])
+  a = gan.init_state(jax.random.PRNGKey(0), constant, x)
+  b = gan.init_state(jax.random.PRNGKey(0), held, x)
+  for t in range(1, 8):
+    a, _ = step(a, x, jax.random.PRNGKey(1))
+    b, _ = step(b, x, jax.random.PRNGKey(1))
+    if t <= 6:  # 5 held updates, and the cosine's first, still at the full rate
+      chex.assert_trees_all_equal(leaves(a), leaves(b))
+  with pytest.raises(AssertionError):
+    chex.assert_trees_all_equal(a.g_params, b.g_params)
+  with pytest.raises(ValueError, match="hold_steps"):
+    _small_config(decay_steps=10, hold_steps=10)
+  with pytest.raises(ValueError, match="hold_steps"):
+    _small_config(hold_steps=3)
+  with pytest.raises(ValueError, match="hold_steps"):
+    _small_config(decay_steps=10, hold_steps=-1)
+
+
 def test_config_for_defaults():
   assert gan.config_for("ring8", (2,)).pac == 2
   assert gan.config_for("grid25", (2,)).pac == 4
@@ -636,6 +673,28 @@ def test_cli_stacked_mnist_default_is_the_benchmarked_one():
   assert (args.epochs, args.lr_schedule, args.batch_size) == (40, "constant", 64)
   config = gan_task.build_config(args, (28, 28, 3), 937)
   assert (config.pac, config.spectral_norm, config.decay_steps) == (2, True, 0)
+
+
+def test_cli_decay_epochs():
+  """--decay-epochs N: cosine over the last N epochs only; refused without
+  the cosine schedule or outside [1, --epochs], before any data is read."""
+  from unsupjax import cli
+  from unsupjax.tasks import common
+  from unsupjax.tasks import gan as gan_task
+
+  def config(*flags):
+    args = cli.build_parser().parse_args(["train", "gan", "--dataset", "ring8", *flags])
+    gan_task.resolve(args)
+    return gan_task.build_config(args, (2,), 200)
+  c = config("--epochs", "50", "--decay-epochs", "10")
+  assert (c.decay_steps, c.hold_steps) == (50 * 200, 40 * 200)
+  c = config("--epochs", "50", "--decay-epochs", "50")
+  assert (c.decay_steps, c.hold_steps) == (50 * 200, 0)
+  assert config("--epochs", "50").hold_steps == 0
+  for flags in (["--lr-schedule", "constant", "--decay-epochs", "5"],
+                ["--decay-epochs", "0"], ["--epochs", "50", "--decay-epochs", "51"]):
+    with pytest.raises(common.UsageError, match="--decay-epochs"):
+      config(*flags)
 
 
 def test_cli_toy_defaults_are_the_benchmarked_ones():

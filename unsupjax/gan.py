@@ -101,9 +101,16 @@ class GANConfig:
       not dominated by the random initialisation.
     g_lr, d_lr: Adam learning rates (different values give TTUR).
     decay_steps: 0 for constant learning rates; otherwise both decay to 0
-      along a cosine over this many generator updates (the discriminator's
-      over n_critic times as many of its own). Annealing at the end of a
-      run is what makes the toys' samples land within 3 sigma of a mode.
+      along a cosine that ends after this many generator updates (the
+      discriminator's after n_critic times as many of its own). Annealing
+      at the end of a run is what makes the toys' samples land within 3
+      sigma of a mode.
+    hold_steps: with decay_steps > 0, the generator updates (< decay_steps)
+      run at the full rates before the cosine starts; it then spans the
+      remaining decay_steps - hold_steps (0: the cosine spans the whole
+      run). Until the cosine starts, a run is the constant-rate run, update
+      for update (tested bit for bit), so a long constant-rate run can be
+      finished with an anneal from one of its checkpoints.
     b1, b2: Adam betas (b1 = 0.5 is the DCGAN choice).
   """
   data_shape: tuple[int, ...]
@@ -125,6 +132,7 @@ class GANConfig:
   g_lr: float = 2e-4
   d_lr: float = 2e-4
   decay_steps: int = 0
+  hold_steps: int = 0
   b1: float = 0.5
   b2: float = 0.999
 
@@ -157,10 +165,13 @@ class GANConfig:
         raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ValueError(f"ema_decay: expected a value in [0, 1), got {self.ema_decay!r}")
-    if (isinstance(self.decay_steps, bool)
-        or not isinstance(self.decay_steps, (int, np.integer))
-        or self.decay_steps < 0):
-      raise ValueError(f"decay_steps: expected an int >= 0, got {self.decay_steps!r}")
+    for name in ("decay_steps", "hold_steps"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+    if self.hold_steps and not self.hold_steps < self.decay_steps:
+      raise ValueError(f"hold_steps: expected fewer steps than decay_steps "
+                       f"({self.decay_steps}; 0 means no decay), got {self.hold_steps}")
     for name in ("g_lr", "d_lr"):
       v = getattr(self, name)
       if not (math.isfinite(v) and v > 0):
@@ -404,14 +415,24 @@ def make_optimizers(config: GANConfig) -> tuple[optax.GradientTransformation,
   Cached per config, so every state built from equal configs holds the same
   objects and a jitted step compiled for one is reused for the other.
   """
-  def lr(base, steps):
+  g_lr, d_lr = learning_rates(config)
+  return (optax.adam(g_lr, config.b1, config.b2),
+          optax.adam(d_lr, config.b1, config.b2))
+
+
+def learning_rates(config: GANConfig) -> tuple[Any, Any]:
+  """(generator, discriminator) learning rates: floats when constant, else
+  optax schedules of each network's own update count (D's counts n_critic
+  updates per generator update)."""
+  def lr(base, per_g_step):
     if config.decay_steps == 0:
       return base
-    return optax.cosine_decay_schedule(base, steps)
-  g_tx = optax.adam(lr(config.g_lr, config.decay_steps), config.b1, config.b2)
-  d_tx = optax.adam(lr(config.d_lr, config.decay_steps * config.n_critic),
-                    config.b1, config.b2)
-  return g_tx, d_tx
+    hold = config.hold_steps * per_g_step
+    cosine = optax.cosine_decay_schedule(base, config.decay_steps * per_g_step - hold)
+    if hold == 0:
+      return cosine
+    return optax.join_schedules([optax.constant_schedule(base), cosine], [hold])
+  return lr(config.g_lr, 1), lr(config.d_lr, config.n_critic)
 
 
 def init_state(key: jax.Array, config: GANConfig, example_batch: Any) -> GANState:

@@ -98,6 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "grid25); TTUR")
   m.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
                  help="cosine: decay to 0 over the run (default on ring8 and grid25)")
+  m.add_argument("--decay-epochs", type=int, default=None, metavar="N",
+                 help="with --lr-schedule cosine: full rates until the last N "
+                      "epochs, the cosine over those (default: over all epochs)")
   o = parser.add_argument_group("outputs")
   o.add_argument("--save-samples", type=int, default=0, metavar="N",
                  help="write N samples of the final EMA generator to samples.npy")
@@ -187,6 +190,8 @@ def build_config(args: argparse.Namespace, data_shape: tuple[int, ...],
       over[field] = getattr(args, flag)
   if args.lr_schedule == "cosine":
     over["decay_steps"] = args.epochs * steps_per_epoch
+    if args.decay_epochs is not None:
+      over["hold_steps"] = (args.epochs - args.decay_epochs) * steps_per_epoch
   name = "npy" if _is_npy(args.dataset) else args.dataset
   # --lr scales the dataset's own G and D rates (grid25's D learns at twice
   # G's rate); --g-lr / --d-lr set one of them outright.
@@ -223,6 +228,12 @@ def resolve(args: argparse.Namespace) -> None:
   if args.lr_schedule is None:
     args.lr_schedule = "cosine" if args.dataset in COSINE_BY_DEFAULT else "constant"
   common.resolve_common(args, MODEL, DEFAULTS)
+  if args.decay_epochs is not None:
+    if args.lr_schedule != "cosine":
+      raise common.UsageError("--decay-epochs: only with --lr-schedule cosine")
+    if not (isinstance(args.decay_epochs, int) and 1 <= args.decay_epochs <= args.epochs):
+      raise common.UsageError(f"--decay-epochs: expected N in [1, --epochs = "
+                              f"{args.epochs}], got {args.decay_epochs!r}")
   if _is_npy(args.dataset) and args.workdir == os.path.join("runs", f"{MODEL}-{args.dataset}"):
     args.workdir = os.path.join("runs", f"{MODEL}-{pathlib.Path(args.dataset).stem}")
   for flag in ("pac", "n_critic", "latent_dim"):
