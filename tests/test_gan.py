@@ -660,6 +660,9 @@ def test_cli_stacked_mnist_counts_modes_and_evaluate_reproduces_them(tmp_path, m
   evaluated = json.loads((wd / "eval.json").read_text())
   assert evaluated["modes_covered"] == summary["modes_covered"]
   assert evaluated["reverse_kl"] == pytest.approx(summary["reverse_kl"], rel=1e-6)
+  assert evaluated["digit_kl"] == pytest.approx(summary["digit_kl"], rel=1e-6)
+  assert len(summary["digit_kl"]) == 3  # and they are a part of the KL:
+  assert 0 <= sum(summary["digit_kl"]) <= summary["reverse_kl"] + 1e-6
   assert evaluated["fid"] == pytest.approx(summary["fid"], rel=1e-4)
 
 

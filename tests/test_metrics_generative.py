@@ -352,6 +352,33 @@ def test_stacked_mnist_stats():
                              np.sum(p[nz] * np.log(p[nz] * 1000)), rtol=1e-4)
 
 
+def test_digit_kl_and_the_stacked_kl_decomposition():
+  """digit_kl against NumPy histograms; the Stacked-MNIST KL equals their
+  sum plus the total correlation, and dependent channels with uniform
+  digits have digit_kl 0 but a positive KL."""
+  rng = np.random.default_rng(16)
+  digits = np.stack([rng.choice(10, 26000, p=np.r_[0.3, [0.7 / 9] * 9]),
+                     rng.integers(0, 10, 26000), rng.integers(0, 10, 26000)], 1)
+  digits[:5000, 2] = digits[:5000, 1]  # some dependence between channels
+  got = np.asarray(modes.digit_kl(digits))
+  kl = lambda q: np.sum(q[q > 0] * np.log(q[q > 0] * len(q)))
+  hists = [np.bincount(digits[:, c], minlength=10) / 26000 for c in range(3)]
+  np.testing.assert_allclose(got, [kl(h) for h in hists], rtol=1e-4)
+  assert got[0] > 0.1 and got[1] < 0.01
+  joint = np.bincount(digits @ [100, 10, 1], minlength=1000) / 26000
+  product = np.einsum("i,j,k->ijk", *hists).ravel()
+  nz = joint > 0
+  tc = np.sum(joint[nz] * np.log(joint[nz] / product[nz]))
+  np.testing.assert_allclose(float(modes.stacked_mnist_stats(digits).reverse_kl),
+                             got.sum() + tc, rtol=1e-4)
+  every = np.stack(np.meshgrid(*[np.arange(10)] * 3, indexing="ij"), -1).reshape(-1, 3)
+  tied = np.repeat(every[:, :1], 3, axis=1)  # all three channels the same digit
+  np.testing.assert_allclose(np.asarray(modes.digit_kl(tied)), 0.0, atol=1e-6)
+  assert float(modes.stacked_mnist_stats(tied).reverse_kl) == pytest.approx(np.log(100), rel=1e-5)
+  with pytest.raises(ValueError, match="digits: expected i32"):
+    modes.digit_kl(np.zeros((4, 2), np.int32))
+
+
 # ------------------------------------------------------------ feature net
 
 @pytest.fixture(scope="module")
