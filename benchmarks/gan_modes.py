@@ -210,8 +210,8 @@ def main() -> None:
             args += ["--data-dir", a.data_dir]
           _bench.run_cli(args, log, REPO)
         s = json.loads(summary_file.read_text())
-        keep = ("modes_covered", "hq_fraction", "reverse_kl", "fid", "kid", "precision",
-                "recall", "mode_samples", "wall_seconds", "steps")
+        keep = ("modes_covered", "hq_fraction", "reverse_kl", "digit_kl", "fid", "kid",
+                "precision", "recall", "mode_samples", "wall_seconds", "steps")
         results.setdefault(f"{dataset}/{config}", []).append(
             {"seed": seed, **{k: s[k] for k in keep if k in s}})
 
