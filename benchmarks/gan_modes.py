@@ -93,8 +93,10 @@ def config_flags(name: str, dataset: str, epochs: int | None) -> list[str]:
 
 
 SHAPES = {"ring8": (2,), "grid25": (2,), "stacked_mnist": (28, 28, 3), "mnist": (28, 28, 1)}
-COMPARED = ("epochs", "lr_schedule", "batch_size", "pac", "spectral_norm", "r1_weight",
-            "g_lr", "d_lr", "loss", "arch", "latent_dim")
+COMPARED = ("epochs", "lr_schedule", "hold_steps", "batch_size", "pac", "spectral_norm",
+            "r1_weight", "g_lr", "d_lr", "loss", "arch", "latent_dim")
+# What a run recorded before a setting existed trained as its default.
+RECORDED_BEFORE = {"hold_steps": 0}
 
 
 def matches(run_config: dict, dataset: str, flags: list[str]) -> bool:
@@ -107,7 +109,7 @@ def matches(run_config: dict, dataset: str, flags: list[str]) -> bool:
   args = cli.build_parser().parse_args(["train", "gan", "--dataset", dataset, *flags])
   gan_task.resolve(args)
   want = {**vars(args), **dataclasses.asdict(gan_task.build_config(args, SHAPES[dataset], 1))}
-  return all(run_config.get(k) == want[k] for k in COMPARED)
+  return all(run_config.get(k, RECORDED_BEFORE.get(k)) == want[k] for k in COMPARED)
 
 
 def real_data_rows(datasets, data_dir: str | None) -> tuple[list[list], float | None]:
