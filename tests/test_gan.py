@@ -602,7 +602,8 @@ def test_cli_image_gan_logs_sample_quality_and_evaluate_reproduces_it(tmp_path):
   assert out.returncode == 0, out.stderr
   records = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
   for rec in records:
-    for k in ("fid", "kid", "precision", "recall", "density", "coverage", "inception_score"):
+    for k in ("fid", "kid", "precision", "recall", "density", "coverage", "inception_score",
+              "confidence"):
       assert np.isfinite(rec[k]), k
     assert rec["metric_samples"] == 20
   summary = json.loads((wd / "summary.json").read_text())
@@ -610,7 +611,7 @@ def test_cli_image_gan_logs_sample_quality_and_evaluate_reproduces_it(tmp_path):
   ev = run_cli(["evaluate", str(wd)], tmp_path)
   assert ev.returncode == 0, ev.stderr
   evaluated = json.loads((wd / "eval.json").read_text())
-  for k in ("fid", "kid", "precision", "recall", "inception_score"):
+  for k in ("fid", "kid", "precision", "recall", "inception_score", "confidence"):
     assert evaluated[k] == pytest.approx(summary[k], rel=1e-4, abs=1e-6), k
 
 

@@ -549,6 +549,13 @@ def test_image_report_tells_real_from_collapsed(mnist_test_images):
   assert good["recall"] > 0.8 and good["precision"] > 0.8
   assert bad["recall"] < 0.05 and bad["precision"] > 0.5
   assert abs(good["kid"]) < bad["kid"]
+  # Two digits of different classes blended are ambiguous to the classifier.
+  _, y = mnist_test_images
+  a = np.flatnonzero(y == 0)[:100]
+  b = np.flatnonzero(y == 1)[:100]
+  blend = 0.5 * (x[a] + x[b])
+  ambiguous = report.image_report(real, blend, jax.random.PRNGKey(0))
+  assert good["confidence"] > 0.97 and ambiguous["confidence"] < 0.85  # measured 0.70
   # The features can be passed in, for scoring many sample sets cheaply.
   again = report.image_report(None, other, jax.random.PRNGKey(0),
                               real_features=F.features(real))
@@ -567,6 +574,9 @@ def test_image_report_counts_stacked_mnist_modes(mnist_test_images):
   r = report.image_report(stacked[:500], stacked[500:], jax.random.PRNGKey(1))
   truth = len(set(map(tuple, y[idx[500:]])))
   assert abs(r["modes_covered"] - truth) <= 15 and truth > 330
+  # Confidence averages the channels, each classified as a 1-channel image.
+  per_channel = [F.class_probs(x[idx[500:, c]]).max(-1) for c in range(3)]
+  assert r["confidence"] == pytest.approx(float(np.mean(per_channel)), rel=1e-5)
   one = report.image_report(stacked[:500], np.repeat(stacked[:1], 500, 0), jax.random.PRNGKey(1))
   assert one["modes_covered"] == 1 and one["reverse_kl"] == pytest.approx(np.log(1000), rel=1e-4)
   with pytest.raises(ValueError, match="28, 28"):
