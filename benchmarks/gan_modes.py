@@ -14,7 +14,7 @@ of `unsupjax train gan`), numbers read from its summary.json:
 
 Configurations: `default` (the CLI's defaults for the dataset), `plain` (the
 same without the mode-collapse counter-measures: `--pac 1 --no-spectral-norm
---r1 0`, and on grid25 `--d-lr 0.001`, D at G's rate), `short` (a quarter of
+--r1 0`, and on grid25 and stacked_mnist `--d-lr` at G's rate), `short` (a quarter of
 the epochs at a constant learning rate: ring8's default before it became 200
 epochs with a cosine decay), `plain-short` (both), and `long` (4x the epochs,
 cosine decay). The plain GAN runs beside the default so its collapse is
@@ -70,7 +70,7 @@ def cli_epochs(dataset: str) -> int:
 
 def plain_flags(dataset: str) -> list[str]:
   """PLAIN_FLAGS, and D at G's learning rate where the dataset's default
-  gives D a faster one (grid25)."""
+  gives D a faster one (grid25, stacked_mnist)."""
   from unsupjax import cli, gan
   from unsupjax.tasks import gan as gan_task
   if gan.D_LR_RATIO.get(dataset, 1.0) == 1.0:

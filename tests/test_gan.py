@@ -461,6 +461,14 @@ def test_config_for_defaults():
   cfg = gan.config_for("mnist", (28, 28, 1))
   assert cfg.arch == "dcgan" and cfg.output == "sigmoid"
   assert gan.config_for("ring8", (2,), pac=1).pac == 1
+  # D's learning rate: twice G's on grid25 and stacked_mnist, kept when only
+  # G's is overridden; an explicit d_lr wins; G's rate elsewhere.
+  rates = lambda c: (c.g_lr, c.d_lr)  # noqa: E731
+  assert rates(gan.config_for("grid25", (2,))) == (1e-3, 2e-3)
+  assert rates(gan.config_for("stacked_mnist", (28, 28, 3))) == (2e-4, 4e-4)
+  assert rates(gan.config_for("stacked_mnist", (28, 28, 3), g_lr=1e-4)) == (1e-4, 2e-4)
+  assert rates(gan.config_for("grid25", (2,), d_lr=1e-3)) == (1e-3, 1e-3)
+  assert rates(gan.config_for("mnist", (28, 28, 1))) == (2e-4, 2e-4)
 
 
 # ---------------------------------------------------------- learning check ---
@@ -668,8 +676,9 @@ def test_cli_stacked_mnist_counts_modes_and_evaluate_reproduces_them(tmp_path, m
 
 
 def test_cli_stacked_mnist_default_is_the_benchmarked_one():
-  """Stacked MNIST: 60 epochs at a constant rate, batch 64, pac 2 and
-  spectral norm, the run whose 1,000 modes and KL docs/gan.md reports."""
+  """Stacked MNIST: 60 epochs at a constant rate, batch 64, pac 2, spectral
+  norm and D at twice G's rate, the run whose 1,000 modes and KL docs/gan.md
+  reports."""
   from unsupjax import cli
   from unsupjax.tasks import gan as gan_task
   args = cli.build_parser().parse_args(["train", "gan", "--dataset", "stacked_mnist"])
@@ -678,6 +687,7 @@ def test_cli_stacked_mnist_default_is_the_benchmarked_one():
   config = gan_task.build_config(args, (28, 28, 3), 937)
   assert (config.pac, config.spectral_norm, config.decay_steps, config.hold_steps) == (
       2, True, 0, 0)
+  assert (config.g_lr, config.d_lr) == (2e-4, 4e-4)
 
 
 def test_cli_decay_epochs():
