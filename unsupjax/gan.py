@@ -526,8 +526,9 @@ def d_step(state: GANState, batch: jax.Array, key: jax.Array,
     fake_packed = gan_nets.pack(jax.lax.stop_gradient(fake), cfg.pac)
 
     def loss_fn(params):
-      # One power iteration per update, on the real pass; the fake pass and
-      # the penalties use the updated vectors without storing again.
+      # One stored power iteration per update, on the real pass; the fake
+      # pass and the penalties start from the updated vectors (Flax's
+      # SpectralNorm iterates once more on each call) and store nothing.
       real_logits, stats = _d_apply(state, params, d_stats, real_packed, True)
       fake_logits, _ = _d_apply(state, params, stats, fake_packed, False)
       per_example = d_loss(kind, real_logits, fake_logits)
