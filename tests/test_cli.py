@@ -174,5 +174,27 @@ def test_evaluate_reopens_a_run_from_its_files(tmp_path):
   summary = json.loads((tmp_path / "r" / "summary.json").read_text())
   assert evaluated["test_mse"] == pytest.approx(summary["test_mse"], rel=1e-6)
   assert evaluated["step"] == summary["steps"]
+  assert evaluated["epoch"] == 3
   bad = _run(["evaluate", "nowhere"], tmp_path)
   assert bad.returncode == 2 and "workdir: expected a run directory" in bad.stderr
+
+
+def test_evaluate_an_earlier_checkpoint(tmp_path):
+  """--epoch N scores that epoch's checkpoint (the test MSE the run logged
+  for epoch N) into eval-epochN.json and leaves eval.json alone; a missing
+  epoch or --raw-generator on an autoencoder is refused by name."""
+  assert _run(["train", "ae", "--workdir", "r", "--epochs", "3", "--checkpoint-every", "1",
+               "--no-progress"], tmp_path).returncode == 0
+  logged = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+  out = _run(["evaluate", "r", "--epoch", "2"], tmp_path)
+  assert out.returncode == 0, out.stderr
+  assert not (tmp_path / "r" / "eval.json").exists()
+  evaluated = json.loads((tmp_path / "r" / "eval-epoch2.json").read_text())
+  assert (evaluated["epoch"], evaluated["step"]) == (2, logged[1]["step"])
+  assert evaluated["test_mse"] == pytest.approx(logged[1]["test_mse"], rel=1e-6)
+  assert evaluated["test_mse"] != pytest.approx(logged[2]["test_mse"], rel=1e-3)
+  for flags, message in ((["--epoch", "7"], "--epoch: expected one of the saved epochs [1, 2, 3]"),
+                         (["--raw-generator"], "--raw-generator: only GAN runs")):
+    bad = _run(["evaluate", "r", *flags], tmp_path)
+    assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -325,6 +325,10 @@ class Checkpointer:
   def latest_epoch(self) -> int | None:
     return self.manager.latest_step()
 
+  def epochs(self) -> list[int]:
+    """The epochs with a checkpoint here, ascending."""
+    return sorted(int(e) for e in self.manager.all_steps())
+
   def save(self, epoch: int, state, meta: dict) -> None:
     ocp = self._ocp
     self.manager.save(epoch, args=ocp.args.Composite(
@@ -341,6 +345,15 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def checkpoint_epochs(workdir: str | os.PathLike) -> list[int]:
+  """The epochs of the checkpoints saved in `workdir`, ascending."""
+  ckpt = Checkpointer(pathlib.Path(workdir) / CHECKPOINT_DIR)
+  try:
+    return ckpt.epochs()
+  finally:
+    ckpt.close()
 
 
 def restore_state(workdir: str | os.PathLike, like, epoch: int | None = None):

@@ -121,7 +121,7 @@ def make_task(model: str, help_text: str, arch: str, denoising: bool) -> SimpleN
     test_ds = common.load_test_split(record, args)
     test_x = test_ds.flat() if arch == "dense" else test_ds.x
     like = autoencoder.init_state(jax.random.PRNGKey(0), config, test_x[:1])
-    state = train.restore_state(workdir, like)
+    state = train.restore_state(workdir, like, args.epoch)
     values = train.evaluate(state, autoencoder.eval_step, test_x)
     return {"step": int(state.step), **{f"test_{k}": v for k, v in values.items()}}
 

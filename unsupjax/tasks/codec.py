@@ -169,7 +169,7 @@ def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
     raise common.UsageError(f"workdir: {e}") from None
   like = codec.init_state(jax.random.PRNGKey(0), _config_from_record(record["config"]),
                           test_ds.flat()[:1], test_ds.image_shape)
-  state = train.restore_state(workdir, like)
+  state = train.restore_state(workdir, like, args.epoch)
   values = train.evaluate(state, codec.eval_step, test_ds.flat())
   coded = coded_metrics(bundle, test_ds.x, per_image=False)
   return {"step": int(state.step), "model_id": bundle.model_id.hex(),

@@ -305,7 +305,8 @@ def _sample_in_chunks(state: gan.GANState, key: jax.Array, n: int) -> np.ndarray
 
 
 def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
-  """`unsupjax evaluate` for a GAN run: its latest checkpoint's EMA generator.
+  """`unsupjax evaluate` for a GAN run: a checkpoint's EMA generator (the
+  latest, or `--epoch`'s; the generator's own parameters with `--raw-generator`).
 
   2-D toys: modes_covered / hq_fraction / reverse_kl of the same 2,500
   samples the run's summary used. 28x28x1 / 28x28x3 images: `report.image_report`
@@ -323,7 +324,9 @@ def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
   _, _, view_key, _ = jax.random.split(jax.random.PRNGKey(cfg["seed"]), 4)
   like = gan.init_state(jax.random.PRNGKey(0), config,
                         np.zeros((1,) + tuple(config.data_shape), np.float32))
-  state = train.restore_state(workdir, like)
+  state = train.restore_state(workdir, like, args.epoch)
+  if args.raw_generator:   # everything below samples the EMA parameters
+    state = state.replace(ema_params=state.g_params)
   out: dict = {"step": int(state.step)}
   if cfg["dataset"] in toys.TOYS:
     samples = np.asarray(jax.jit(lambda st: gan.sample(st, view_key, MODE_SAMPLES))(state))

@@ -115,7 +115,7 @@ def evaluate(workdir, record: dict, args: argparse.Namespace) -> dict:
   test_x = (np.asarray(vae.binarize(test_key, test_grey)) if config.binarize
             else test_grey)
   like = vae.init_state(jax.random.PRNGKey(0), config, test_x[:1])
-  state = train.restore_state(workdir, like)
+  state = train.restore_state(workdir, like, args.epoch)
   values = train.evaluate(state, vae.eval_step, test_x)
   out = {"step": int(state.step), "test_neg_elbo": values["neg_elbo"],
          "test_kl": values["kl"], "test_nll_term": values["nll"]}
