@@ -699,6 +699,12 @@ def test_cli_stacked_mnist_counts_modes_and_evaluate_reproduces_them(tmp_path, m
   assert evaluated["digit_kl"] == pytest.approx(summary["digit_kl"], rel=1e-6)
   assert len(summary["digit_kl"]) == 3  # and they are a part of the KL:
   assert 0 <= sum(summary["digit_kl"]) <= summary["reverse_kl"] + 1e-6
+  counts = np.asarray(evaluated["digit_counts"])  # the histograms digit_kl reads
+  assert counts.shape == (3, 10) and (counts.sum(axis=1) == 400).all()
+  assert counts.tolist() == summary["digit_counts"]
+  p = counts / 400
+  np.testing.assert_allclose(
+      evaluated["digit_kl"], [np.sum(q[q > 0] * np.log(10 * q[q > 0])) for q in p], rtol=1e-4)
   assert evaluated["fid"] == pytest.approx(summary["fid"], rel=1e-4)
 
 

@@ -362,7 +362,9 @@ def test_digit_kl_and_the_stacked_kl_decomposition():
   digits[:5000, 2] = digits[:5000, 1]  # some dependence between channels
   got = np.asarray(modes.digit_kl(digits))
   kl = lambda q: np.sum(q[q > 0] * np.log(q[q > 0] * len(q)))
-  hists = [np.bincount(digits[:, c], minlength=10) / 26000 for c in range(3)]
+  counts = [np.bincount(digits[:, c], minlength=10) for c in range(3)]
+  np.testing.assert_array_equal(modes.digit_counts(digits), counts)
+  hists = [h / 26000 for h in counts]
   np.testing.assert_allclose(got, [kl(h) for h in hists], rtol=1e-4)
   assert got[0] > 0.1 and got[1] < 0.01
   joint = np.bincount(digits @ [100, 10, 1], minlength=1000) / 26000

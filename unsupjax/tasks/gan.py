@@ -160,7 +160,8 @@ def load_data(args: argparse.Namespace, key: jax.Array
 
 def _stacked_modes(state: gan.GANState, key: jax.Array) -> dict:
   """Stacked-MNIST modes_covered / reverse_kl of 26,000 EMA samples, and
-  digit_kl: the part of reverse_kl each channel's digit frequencies make."""
+  digit_kl: the part of reverse_kl each channel's digit frequencies make;
+  digit_counts: those frequencies, [channel][digit]."""
   from unsupjax.metrics import features, modes
   fakes = _sample_in_chunks(state, key, STACKED_MODE_SAMPLES)
   digits = features.predict_digits(fakes)
@@ -168,6 +169,7 @@ def _stacked_modes(state: gan.GANState, key: jax.Array) -> dict:
   return {"modes_covered": int(stats.modes_covered),
           "reverse_kl": float(stats.reverse_kl),
           "digit_kl": [float(v) for v in modes.digit_kl(digits)],
+          "digit_counts": np.asarray(modes.digit_counts(digits)).tolist(),
           "mode_samples": STACKED_MODE_SAMPLES}
 
 
