@@ -709,14 +709,14 @@ def test_cli_stacked_mnist_counts_modes_and_evaluate_reproduces_them(tmp_path, m
 
 
 def test_cli_stacked_mnist_default_is_the_benchmarked_one():
-  """Stacked MNIST: 60 epochs at a constant rate, batch 64, pac 2, spectral
+  """Stacked MNIST: 140 epochs at a constant rate, batch 64, pac 2, spectral
   norm and D at twice G's rate, the run whose 1,000 modes and KL docs/gan.md
-  reports."""
+  and benchmarks/results/gan_modes.json report."""
   from unsupjax import cli
   from unsupjax.tasks import gan as gan_task
   args = cli.build_parser().parse_args(["train", "gan", "--dataset", "stacked_mnist"])
   gan_task.resolve(args)
-  assert (args.epochs, args.lr_schedule, args.batch_size) == (60, "constant", 64)
+  assert (args.epochs, args.lr_schedule, args.batch_size) == (140, "constant", 64)
   config = gan_task.build_config(args, (28, 28, 3), 937)
   assert (config.pac, config.spectral_norm, config.decay_steps, config.hold_steps) == (
       2, True, 0, 0)

@@ -54,7 +54,7 @@ DEFAULTS = common.TrainDefaults(
     batch_size=256, learning_rate=1e-3, checkpoint_every=10,
     epochs_by_dataset=(("ring8", 200), ("grid25", 600), ("digits", 300),
                        ("mnist", 20), ("fashion_mnist", 20), ("cifar10", 30),
-                       (STACKED, 60)),
+                       (STACKED, 140)),
     epochs_other=50)
 # Per-dataset settings beyond gan.config_for: batch size and schedule.
 BATCH_BY_DATASET = {"digits": 64, "mnist": 64, "fashion_mnist": 64,
