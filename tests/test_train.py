@@ -43,6 +43,32 @@ def test_restore_state_reads_latest(digits, tmp_path):
   assert int(at2.step) == 2 * (1437 // 100)
 
 
+def test_reading_leaves_a_checkpoint_being_written_alone(digits, tmp_path):
+  # A run writes each checkpoint into '<epoch>.orbax-checkpoint-tmp-*' and
+  # renames it when complete. Reading the directory (unsupjax evaluate, a
+  # --pretrained run) while that happens must not delete the write in flight,
+  # nor list it; only the training loop's own open cleans leftovers up.
+  result = _fit(digits, tmp_path, 2)
+  ckpts = tmp_path / train.CHECKPOINT_DIR
+  in_flight = ckpts / "3.orbax-checkpoint-tmp-1234567890"
+  in_flight.mkdir()
+  (in_flight / "partial").write_bytes(b"\0" * 16)
+  like = ae.init_state(jax.random.PRNGKey(9), ae.AEConfig(), digits[0].x[:1])
+  assert train.checkpoint_epochs(tmp_path) == [1, 2]
+  restored = train.restore_state(tmp_path, like)
+  chex.assert_trees_all_equal(restored.params, result.state.params)
+  assert (in_flight / "partial").exists()
+  ckpt = train.Checkpointer(ckpts)  # as fit opens it: its first save cleans up
+  ckpt.save(3, result.state, {})
+  ckpt.close()
+  assert not in_flight.exists()
+  assert train.checkpoint_epochs(tmp_path) == [1, 2, 3]
+  # Reading a work directory that has no checkpoints creates nothing there.
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    train.restore_state(tmp_path / "missing", like)
+  assert not (tmp_path / "missing").exists()
+
+
 def test_epoch_modes_agree(digits):
   a = _fit(digits, None, 2, mode="scan")
   for mode in ("loop", "stream"):

@@ -308,17 +308,23 @@ class Checkpointer:
 
   Orbax writes each checkpoint into a temporary directory and renames it when
   complete, so a process killed mid-write leaves no checkpoint that restores
-  wrong; leftovers are removed on the next open.
+  wrong; leftovers are removed when the training loop next opens the
+  directory. `read_only=True` (evaluation, reading a pretrained run) creates,
+  removes and cleans up nothing, so it is safe beside a run that is writing
+  a checkpoint into the same directory.
   """
 
-  def __init__(self, directory: pathlib.Path, max_to_keep: int = 3):
+  def __init__(self, directory: pathlib.Path, max_to_keep: int = 3, *,
+               read_only: bool = False):
     import orbax.checkpoint as ocp
     self._ocp = ocp
     self.manager = ocp.CheckpointManager(
         directory.absolute(),
+        # Not orbax's own read_only option, which logs warnings on every open;
+        # a reader never saves, so not creating and not cleaning is enough.
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True,
-            cleanup_tmp_directories=True,
+            max_to_keep=max_to_keep, create=not read_only,
+            cleanup_tmp_directories=not read_only,
             # Synchronous: the next epoch donates the state's buffers.
             enable_async_checkpointing=False))
 
@@ -349,7 +355,7 @@ class Checkpointer:
 
 def checkpoint_epochs(workdir: str | os.PathLike) -> list[int]:
   """The epochs of the checkpoints saved in `workdir`, ascending."""
-  ckpt = Checkpointer(pathlib.Path(workdir) / CHECKPOINT_DIR)
+  ckpt = Checkpointer(pathlib.Path(workdir) / CHECKPOINT_DIR, read_only=True)
   try:
     return ckpt.epochs()
   finally:
@@ -362,7 +368,7 @@ def restore_state(workdir: str | os.PathLike, like, epoch: int | None = None):
   like: a state of the same structure (e.g. from the model's init_state),
   which supplies shapes, dtypes and the non-array fields.
   """
-  ckpt = Checkpointer(pathlib.Path(workdir) / CHECKPOINT_DIR)
+  ckpt = Checkpointer(pathlib.Path(workdir) / CHECKPOINT_DIR, read_only=True)
   try:
     epoch = ckpt.latest_epoch() if epoch is None else epoch
     if epoch is None:
