@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unsupjax import autoencoder as ae
-from unsupjax import train
+from unsupjax.models import autoencoder as ae
+from unsupjax import training
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_one_trace_over_a_multi_epoch_fit(digits):
   st = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(), train_x[:1])
   step = chex.assert_max_traces(ae.train_step, n=1)
   evals = chex.assert_max_traces(ae.eval_step, n=1)
-  result = train.fit(st, step, evals, train_x, test_x, key=jax.random.PRNGKey(1),
+  result = training.fit(st, step, evals, train_x, test_x, key=jax.random.PRNGKey(1),
                      epochs=3, batch_size=128, progress=False)
   assert len(result.history) == 3 and int(result.state.step) == 3 * (1437 // 128)
 
@@ -101,11 +101,11 @@ def test_learns_digits(digits):
   """Seeded short run: test MSE falls from ~0.17 to below 0.012."""
   train_x, test_x = digits[0].x, digits[1].x
   st = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(), train_x[:1])
-  before = train.evaluate(st, ae.eval_step, test_x)
-  result = train.fit(st, ae.train_step, ae.eval_step, train_x, test_x,
+  before = training.evaluate(st, ae.eval_step, test_x)
+  result = training.fit(st, ae.train_step, ae.eval_step, train_x, test_x,
                      key=jax.random.PRNGKey(1), epochs=40, batch_size=64,
                      progress=False)
-  after = train.evaluate(result.state, ae.eval_step, test_x)
+  after = training.evaluate(result.state, ae.eval_step, test_x)
   assert before["mse"] > 0.1
   assert after["mse"] < 0.012, after
   assert after["bce"] < before["bce"] - 0.3
@@ -172,16 +172,16 @@ def test_conv_and_denoising_learn_digits(digits):
   the masked inputs themselves."""
   train_x, test_x = digits[0].x, digits[1].x
   conv = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(arch="conv", latent_dim=16), train_x[:1])
-  res = train.fit(conv, ae.train_step, ae.eval_step, train_x, test_x,
+  res = training.fit(conv, ae.train_step, ae.eval_step, train_x, test_x,
                   key=jax.random.PRNGKey(1), epochs=15, batch_size=64, progress=False)
   assert res.history[-1]["test_mse"] < 0.03, res.history[-1]
 
   flat_tr, flat_te = digits[0].flat(), digits[1].flat()
   dae = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(corruption="mask", noise_level=0.3),
                       flat_tr[:1])
-  res = train.fit(dae, ae.train_step, ae.eval_step, flat_tr, flat_te,
+  res = training.fit(dae, ae.train_step, ae.eval_step, flat_tr, flat_te,
                   key=jax.random.PRNGKey(1), epochs=40, batch_size=64, progress=False)
-  denoised = train.evaluate(res.state, lambda s, b: ae.denoising_eval_step(
+  denoised = training.evaluate(res.state, lambda s, b: ae.denoising_eval_step(
       s, b, jax.random.PRNGKey(5)), flat_te)
   assert denoised["mse"] < 0.5 * denoised["noisy_mse"], denoised
   assert denoised["mse"] < 0.025

@@ -1,7 +1,7 @@
 """Two local CPU processes train like one: `jax.distributed` over 127.0.0.1.
 
 Each process has 2 fake CPU devices, joins a coordinator on 127.0.0.1, reads
-its own half of the data (`parallel.process_shard`) and runs `train.fit`
+its own half of the data (`parallel.process_shard`) and runs `training.fit`
 with parallel='sharded' and then 'pmap' (cross-process collectives over
 gloo, JAX's CPU default). Both must end with the parameters of one process
 stepping through the same global batches (each process's rows, in process
@@ -33,7 +33,9 @@ WORKER = textwrap.dedent(r"""
   import jax, jax.numpy as jnp, numpy as np
   from unsupjax import parallel
   assert parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
-  from unsupjax import autoencoder, data, train
+  from unsupjax import data
+  from unsupjax.models import autoencoder
+  from unsupjax import training
   assert jax.process_count() == 2 and jax.device_count() == 4
   for _ in range(2):  # the same name twice: each call is its own barrier
     parallel.sync_processes("test")
@@ -43,7 +45,7 @@ WORKER = textwrap.dedent(r"""
                              noise_level=0.2, learning_rate=3e-3)
   for mode in %(MODES)r:
     state = autoencoder.init_state(jax.random.key(0), cfg, x[:1])
-    res = train.fit(state, autoencoder.train_step, autoencoder.eval_step, shard,
+    res = training.fit(state, autoencoder.train_step, autoencoder.eval_step, shard,
                     x[:64], key=jax.random.key(1), epochs=%(EPOCHS)d,
                     batch_size=%(BATCH)d, progress=False, parallel=mode,
                     workdir=os.path.join(root, mode))
@@ -151,14 +153,16 @@ def two_processes(tmp_path_factory):
 def one_process():
   """The reference: one device stepping through the global batches."""
   import jax
-  from unsupjax import autoencoder, data, parallel
+  from unsupjax import data, parallel
+  from unsupjax.models import autoencoder
 
   x = data.load("digits", "train").flat()[:N]
   shards = [x[parallel.process_shard(N, i, 2)] for i in range(2)]
   cfg = autoencoder.AEConfig(hidden=(32,), latent_dim=8, corruption="gaussian",
                              noise_level=0.2, learning_rate=3e-3)
   state = autoencoder.init_state(jax.random.key(0), cfg, x[:1])
-  data_key, step_key = jax.random.split(jax.random.key(1))
+  from unsupjax.rng import named
+  data_key, step_key = named(jax.random.key(1), "data"), named(jax.random.key(1), "steps")
   step = jax.jit(autoencoder.train_step)
   for epoch in range(1, EPOCHS + 1):
     for ids in np.asarray(data.batch_indices(data_key, epoch, N // 2, BATCH // 2)):
@@ -166,33 +170,32 @@ def one_process():
   return state
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_two_processes_end_like_one(two_processes, one_process, mode):
+def test_two_processes_end_like_one_and_write_once(two_processes, one_process):
+  """Both processes end with the one-device parameters, in every mode; the
+  records are written once and the checkpoint restores to them. (One test:
+  the two-process fixture runs once, whichever xdist worker takes it.)"""
   import jax
+  from unsupjax import training
+
   want = {jax.tree_util.keystr(k): np.asarray(v) for k, v in
           jax.tree_util.tree_flatten_with_path(one_process.params)[0]}
-  for pid in range(2):
-    got = np.load(two_processes / f"{mode}-{pid}.npz")
-    assert set(got.files) == set(want)
-    for k, v in want.items():
-      np.testing.assert_allclose(got[k], v, rtol=2e-5, atol=2e-6,
-                                 err_msg=f"{mode} process {pid} {k}")
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_written_once_and_restorable(two_processes, one_process, mode):
-  import jax
-  from unsupjax import train
-
-  workdir = two_processes / mode
-  records = [json.loads(line) for line in
-             (workdir / train.METRICS_FILE).read_text().splitlines()]
-  assert [r["epoch"] for r in records] == list(range(1, EPOCHS + 1))
-  restored = train.restore_state(workdir, one_process)
-  assert int(restored.step) == int(one_process.step)
-  for a, b in zip(jax.tree.leaves(restored.params),
-                  jax.tree.leaves(one_process.params)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
+  for mode in MODES:
+    for pid in range(2):
+      got = np.load(two_processes / f"{mode}-{pid}.npz")
+      assert set(got.files) == set(want)
+      for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=2e-5, atol=2e-6,
+                                   err_msg=f"{mode} process {pid} {k}")
+    workdir = two_processes / mode
+    records = [json.loads(line) for line in
+               (workdir / training.METRICS_FILE).read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, EPOCHS + 1))
+    restored = training.restore_state(workdir, one_process)
+    assert int(restored.step) == int(one_process.step)
+    for a, b in zip(jax.tree.leaves(restored.params),
+                    jax.tree.leaves(one_process.params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6,
+                                 err_msg=f"{mode} restored")
 
 
 def test_cli_two_processes(tmp_path):

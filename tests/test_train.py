@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from flax import struct
 
-from unsupjax import autoencoder as ae
-from unsupjax import train
+from unsupjax.models import autoencoder as ae
+from unsupjax import training
+from unsupjax.training import compile as compile_lib
 
 
 def _fit(digits, tmp, epochs, resume=False, **kw):
   train_x, test_x = digits[0].x, digits[1].x
   st = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(), train_x[:1])
-  return train.fit(st, ae.train_step, ae.eval_step, train_x, test_x,
+  return training.fit(st, ae.train_step, ae.eval_step, train_x, test_x,
                    key=jax.random.PRNGKey(5), epochs=epochs, batch_size=100,
                    workdir=tmp, resume=resume, progress=False, **kw)
 
@@ -37,9 +38,9 @@ def test_resume_is_bit_exact(digits, tmp_path):
 def test_restore_state_reads_latest(digits, tmp_path):
   result = _fit(digits, tmp_path, 3, checkpoint_every=2)
   like = ae.init_state(jax.random.PRNGKey(9), ae.AEConfig(), digits[0].x[:1])
-  restored = train.restore_state(tmp_path, like)
+  restored = training.restore_state(tmp_path, like)
   chex.assert_trees_all_equal(restored.params, result.state.params)
-  at2 = train.restore_state(tmp_path, like, epoch=2)
+  at2 = training.restore_state(tmp_path, like, epoch=2)
   assert int(at2.step) == 2 * (1437 // 100)
 
 
@@ -49,23 +50,23 @@ def test_reading_leaves_a_checkpoint_being_written_alone(digits, tmp_path):
   # --pretrained run) while that happens must not delete the write in flight,
   # nor list it; only the training loop's own open cleans leftovers up.
   result = _fit(digits, tmp_path, 2)
-  ckpts = tmp_path / train.CHECKPOINT_DIR
+  ckpts = tmp_path / training.CHECKPOINT_DIR
   in_flight = ckpts / "3.orbax-checkpoint-tmp-1234567890"
   in_flight.mkdir()
   (in_flight / "partial").write_bytes(b"\0" * 16)
   like = ae.init_state(jax.random.PRNGKey(9), ae.AEConfig(), digits[0].x[:1])
-  assert train.checkpoint_epochs(tmp_path) == [1, 2]
-  restored = train.restore_state(tmp_path, like)
+  assert training.checkpoint_epochs(tmp_path) == [1, 2]
+  restored = training.restore_state(tmp_path, like)
   chex.assert_trees_all_equal(restored.params, result.state.params)
   assert (in_flight / "partial").exists()
-  ckpt = train.Checkpointer(ckpts)  # as fit opens it: its first save cleans up
+  ckpt = training.Checkpointer(ckpts)  # as fit opens it: its first save cleans up
   ckpt.save(3, result.state, {})
   ckpt.close()
   assert not in_flight.exists()
-  assert train.checkpoint_epochs(tmp_path) == [1, 2, 3]
+  assert training.checkpoint_epochs(tmp_path) == [1, 2, 3]
   # Reading a work directory that has no checkpoints creates nothing there.
-  with pytest.raises(FileNotFoundError, match="no checkpoint"):
-    train.restore_state(tmp_path / "missing", like)
+  with pytest.raises(training.CheckpointError, match="no checkpoint"):
+    training.restore_state(tmp_path / "missing", like)
   assert not (tmp_path / "missing").exists()
 
 
@@ -82,9 +83,9 @@ def test_mode_choice():
   dense = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(), x)
   conv = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(arch="conv"), x)
   key = jax.random.PRNGKey(1)
-  assert train.choose_mode(ae.train_step, dense, x, key, x.nbytes) == "scan"
+  assert training.choose_mode(ae.train_step, dense, x, key, x.nbytes) == "scan"
   # CPU: convolutions stay out of loop bodies (jax-ml/jax#12868).
-  assert train.choose_mode(ae.train_step, conv, x, key, x.nbytes) == "loop"
+  assert training.choose_mode(ae.train_step, conv, x, key, x.nbytes) == "loop"
 
 
 def _nan_step(state, batch, key):
@@ -99,12 +100,12 @@ def _nan_step(state, batch, key):
 def test_nan_stops_and_keeps_last_good_checkpoint(digits, tmp_path):
   train_x = digits[0].x
   st = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(), train_x[:1])
-  with pytest.raises(train.TrainingDiverged, match="epoch 3.*epoch 2") as info:
+  with pytest.raises(training.TrainingDiverged, match="epoch 3.*epoch 2") as info:
     # 1437 // 100 = 14 steps per epoch... use 5 steps per epoch instead.
-    train.fit(st, _nan_step, None, train_x[:500], key=jax.random.PRNGKey(1),
+    training.fit(st, _nan_step, None, train_x[:500], key=jax.random.PRNGKey(1),
               epochs=6, batch_size=100, workdir=tmp_path, progress=False)
   assert info.value.epoch == 3 and info.value.last_checkpoint == 2
-  restored = train.restore_state(tmp_path, st)
+  restored = training.restore_state(tmp_path, st)
   assert int(restored.step) == 10
   assert all(np.isfinite(np.asarray(l)).all() for l in jax.tree.leaves(restored.params))
   assert len(open(tmp_path / "metrics.jsonl").readlines()) == 2
@@ -114,17 +115,17 @@ def test_evaluate_pads_without_bias():
   def eval_step(state, batch):
     return {"mean": batch.reshape(batch.shape[0], -1).mean(1)}
   x = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
-  got = train.evaluate(None, eval_step, x, batch_size=3)
+  got = training.evaluate(None, eval_step, x, batch_size=3)
   assert got["mean"] == pytest.approx(x.mean())
 
 
 def test_fit_rejects_bad_arguments(digits):
   st = ae.init_state(jax.random.PRNGKey(0), ae.AEConfig(), digits[0].x[:1])
   with pytest.raises(ValueError, match="batch_size"):
-    train.fit(st, ae.train_step, None, digits[0].x[:10], key=jax.random.PRNGKey(0),
+    training.fit(st, ae.train_step, None, digits[0].x[:10], key=jax.random.PRNGKey(0),
               epochs=1, batch_size=11, progress=False)
   with pytest.raises(ValueError, match="epochs"):
-    train.fit(st, ae.train_step, None, digits[0].x[:10], key=jax.random.PRNGKey(0),
+    training.fit(st, ae.train_step, None, digits[0].x[:10], key=jax.random.PRNGKey(0),
               epochs=0, batch_size=5, progress=False)
 
 
@@ -163,9 +164,9 @@ def test_fit_accepts_a_pytree_of_arrays_in_every_mode():
     return {"sum": jnp.sum(batch["x"], axis=1)}
 
   results = {}
-  for mode in train.MODES:
+  for mode in training.MODES:
     state = _Counter(step=jnp.int32(0), seen=jnp.int32(0))
-    res = train.fit(state, step, eval_step, data, data, key=jax.random.PRNGKey(1),
+    res = training.fit(state, step, eval_step, data, data, key=jax.random.PRNGKey(1),
                     epochs=2, batch_size=8, mode=mode, progress=False)
     assert all(r["train_loss"] == 0.0 for r in res.history)
     np.testing.assert_allclose(res.history[-1]["test_sum"], x.sum(1).mean(), rtol=1e-5)
@@ -199,7 +200,7 @@ def test_fit_copes_with_aliased_state_leaves_and_leaves_the_callers_state_valid(
 
   s0 = _S(inner=state, extra=aliased)
   x = np.ones((16, 1), np.float32)
-  res = train.fit(s0, outer, None, x, key=jax.random.PRNGKey(0), epochs=2, batch_size=4,
+  res = training.fit(s0, outer, None, x, key=jax.random.PRNGKey(0), epochs=2, batch_size=4,
                   progress=False, mode="scan")
   assert int(res.state.step) == 8
   np.testing.assert_array_equal(np.asarray(s0.extra["a"]), np.ones(3))  # not donated away
@@ -214,16 +215,16 @@ def test_compile_lowered_uses_the_cpu_options_and_falls_back(monkeypatch, capsys
   f = lambda x: jnp.tanh(x) @ x.T + jnp.sum(x**2)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(16, 8)), jnp.float32)
   lowered = jax.jit(f).lower(x)
-  assert train.compiler_options() == train.CPU_COMPILER_OPTIONS
-  np.testing.assert_allclose(train.compile_lowered(lowered)(x), lowered.compile()(x),
+  assert training.compiler_options() == training.CPU_COMPILER_OPTIONS
+  np.testing.assert_allclose(training.compile_lowered(lowered)(x), lowered.compile()(x),
                              rtol=1e-6)
   monkeypatch.setenv("UNSUPJAX_CPU_COMPILER_OPTIONS", "0")
-  assert train.compiler_options() is None
+  assert training.compiler_options() is None
   monkeypatch.delenv("UNSUPJAX_CPU_COMPILER_OPTIONS")
-  monkeypatch.setattr(train, "CPU_COMPILER_OPTIONS", {"xla_no_such_option_here": 1})
-  monkeypatch.setattr(train, "_COMPILER_OPTIONS_OK", [True])
-  np.testing.assert_allclose(train.compile_lowered(lowered)(x), f(x), rtol=1e-6)
+  monkeypatch.setenv("UNSUPJAX_CPU_COMPILER_OPTIONS", "1")  # restored after the test
+  monkeypatch.setattr(compile_lib, "CPU_COMPILER_OPTIONS", {"xla_no_such_option_here": 1})
+  np.testing.assert_allclose(training.compile_lowered(lowered)(x), f(x), rtol=1e-6)
   assert "does not take ['xla_no_such_option_here']" in capsys.readouterr().err
-  assert train.compiler_options() is None
-  train.compile_lowered(lowered)
+  assert training.compiler_options() is None
+  training.compile_lowered(lowered)
   assert capsys.readouterr().err == ""

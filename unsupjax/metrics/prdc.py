@@ -34,6 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from unsupjax.distances import sq_distances
 from unsupjax.metrics.fid import check_features
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -58,10 +59,7 @@ def _blocks(x: jax.Array, bs: int) -> tuple[jax.Array, jax.Array]:
 
 
 def _sq_dists(a: jax.Array, b: jax.Array) -> jax.Array:
-  """f[p, q] squared Euclidean distances, clipped at 0."""
-  ab = jnp.matmul(a, b.T, precision=_HIGHEST)
-  d = jnp.sum(a * a, 1)[:, None] - 2.0 * ab + jnp.sum(b * b, 1)[None, :]
-  return jnp.maximum(d, 0.0)
+  return sq_distances(a, b, precision=_HIGHEST)
 
 
 def _knn_sq(queries: jax.Array, points: jax.Array, k: int, bs: int

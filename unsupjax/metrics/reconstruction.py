@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from unsupjax import losses
+from unsupjax.batched import batched_apply
 
 
 def from_logits(logits: jax.Array, x: jax.Array) -> dict[str, jax.Array]:
@@ -33,6 +34,7 @@ def from_reconstruction(recon: jax.Array, x: jax.Array) -> dict[str, jax.Array]:
 
 def dataset_means(fn: Callable[[jax.Array], dict[str, jax.Array]], x: np.ndarray,
                   batch_size: int = 1000) -> dict[str, float]:
-  """Means over all of x of fn(batch) -> dict of f32[b], computed in batches."""
-  from unsupjax import train
-  return train.evaluate(None, lambda _, b: fn(b), x, batch_size)
+  """Means over all of x of fn(batch) -> dict of f32[b], computed in padded
+  batches (one compile) and averaged on the host in float64."""
+  values = batched_apply(fn, x, batch_size)
+  return {k: float(np.mean(np.asarray(v, np.float64))) for k, v in values.items()}

@@ -1,5 +1,5 @@
-"""End-to-end tasks behind the CLI: load data, build a model, fit, report.
+"""One module per command: a Task (for `unsupjax train MODEL`) or a Command.
 
-One module per command (`ae.py` is `unsupjax train ae`); `common.py` holds
-the flags, validation and work-directory handling they share.
+`base.py` holds the contract and the one driver (`base.train`); `watch.py`
+what a run shows while it trains.
 """

@@ -29,10 +29,10 @@ import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
-from unsupjax import averaging, losses, nn, parallel
+from unsupjax import losses, nn, parallel
 from unsupjax.metrics import reconstruction
+from unsupjax.state import TrainState
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 ACTIVATIONS = {"relu": fnn.relu, "elu": fnn.elu, "gelu": fnn.gelu,
@@ -74,6 +74,9 @@ class VAEConfig:
       raise ValueError("binarize: only meaningful with likelihood='bernoulli'")
     if any(int(h) < 1 for h in self.hidden) or not self.hidden:
       raise ValueError(f"hidden: expected positive layer widths, got {self.hidden}")
+    if any(int(f) < 1 for f in self.conv_features) or not self.conv_features:
+      raise ValueError(f"conv_features: expected positive channel counts, "
+                       f"got {self.conv_features}")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ValueError(f"ema_decay: expected a value in [0, 1), got {self.ema_decay!r}")
     if not self.learning_rate > 0:
@@ -123,17 +126,10 @@ class VAEModel(fnn.Module):
     return self.log_scale
 
 
-class VAEState(struct.PyTreeNode):
-  """step: i32[]; params: what Adam updates; ema_params: their EMA (see
-  `eval_params`); eval_key: the key of the single-sample test ELBO."""
-  step: jax.Array
-  params: Any
-  ema_params: Any
-  opt_state: Any
-  eval_key: jax.Array
-  config: VAEConfig = struct.field(pytree_node=False)
-  model: VAEModel = struct.field(pytree_node=False)
-  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+class VAEState(TrainState):
+  """A TrainState (EMA of the weights when config.ema_decay > 0) plus
+  eval_key: the key of the single-sample test ELBO."""
+  eval_key: jax.Array = None
 
 
 def reparameterize(key: chex.PRNGKey, mean: jax.Array, log_var: jax.Array) -> jax.Array:
@@ -156,10 +152,8 @@ def init_state(key: chex.PRNGKey, config: VAEConfig, example_batch: jax.Array) -
   init_key, sample_key, eval_key = jax.random.split(key, 3)
   params = model.init(init_key, jnp.asarray(example_batch[:1]), sample_key)["params"]
   tx = optax.adam(config.learning_rate)
-  return VAEState(step=jnp.zeros((), jnp.int32), params=params,
-                  ema_params=jax.tree.map(jnp.copy, params),
-                  opt_state=tx.init(params), eval_key=eval_key, config=config,
-                  model=model, tx=tx)
+  return VAEState.create(params=params, tx=tx, ema_decay=config.ema_decay,
+                         eval_key=eval_key, config=config, model=model)
 
 
 def init_output_bias(state: VAEState, train_x) -> VAEState:
@@ -186,8 +180,9 @@ def init_output_bias(state: VAEState, train_x) -> VAEState:
                     key=lambda k: int(k.split("_")[1]))]["conv"]
     m = float(p.mean())
     last["bias"] = jnp.full_like(last["bias"], np.log(m) - np.log1p(-m))
-  return state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params),
-                       opt_state=state.tx.init(params))
+  return state.replace(
+      params=params, opt_state=state.tx.init(params),
+      ema_params=None if state.ema_params is None else jax.tree.map(jnp.copy, params))
 
 
 def _recon_nll(state: VAEState, params, out: jax.Array, x: jax.Array) -> jax.Array:
@@ -249,19 +244,13 @@ def train_step(state: VAEState, batch: jax.Array, key: chex.PRNGKey, *,
   metrics = {"loss": loss, "nll": jnp.mean(t["nll"]), "kl": jnp.mean(t["kl"]),
              "neg_elbo": jnp.mean(t["neg_elbo"])}
   grads, metrics = parallel.pmean((grads, metrics), axis_name)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  ema_params = (averaging.ema_update(state.ema_params, params, cfg.ema_decay, state.step)
-                if cfg.ema_decay > 0 else state.ema_params)
-  return (state.replace(step=state.step + 1, params=params, ema_params=ema_params,
-                        opt_state=opt_state),
-          metrics)
+  return state.apply_gradients(grads), metrics
 
 
 def eval_params(state: VAEState) -> Any:
   """The weights evaluation, sampling and encoding use: the EMA when
   `config.ema_decay > 0`, else the raw weights."""
-  return state.ema_params if state.config.ema_decay > 0 else state.params
+  return state.eval_params
 
 
 def reconstruct(state: VAEState, x: jax.Array) -> jax.Array:

@@ -13,7 +13,7 @@ input is corrupted with noise drawn from the step's key, the target is the
 clean input). Also `corrupt`, `reconstruct` and `encode`. Nothing is jitted
 here: callers choose how to compile.
 
-Does not offer: a training loop (see `train.fit`), the VAE (`vae.py`).
+Does not offer: a training loop (`unsupjax.training.fit`), the VAE (`vae.py`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from unsupjax import losses, nn, parallel
 from unsupjax.metrics import reconstruction
+from unsupjax.state import TrainState
 
 ARCHS = ("dense", "conv")
 LOSSES = ("bce", "mse")
@@ -124,14 +124,9 @@ class AEConfig:
       nn.conv_grid(shape, len(self.conv_features))
 
 
-class AEState(struct.PyTreeNode):
-  """Everything an exact resume needs. step: i32[]; params, opt_state: pytrees."""
-  step: jax.Array
-  params: Any
-  opt_state: Any
-  config: AEConfig = struct.field(pytree_node=False)
-  model: Any = struct.field(pytree_node=False)
-  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+# The autoencoders' state: model is the Linen module, config the AEConfig.
+AEState = TrainState
+CONFIG = AEConfig
 
 
 def make_model(config: AEConfig, input_shape: Sequence[int]):
@@ -157,8 +152,7 @@ def init_state(key: chex.PRNGKey, config: AEConfig,
   params = model.init(key, jnp.asarray(example_batch[:1]))["params"]
   tx = (optax.sgd(config.learning_rate, momentum=config.momentum or None)
         if config.optimizer == "sgd" else optax.adam(config.learning_rate))
-  return AEState(step=jnp.zeros((), jnp.int32), params=params,
-                 opt_state=tx.init(params), config=config, model=model, tx=tx)
+  return TrainState.create(params=params, tx=tx, model=model, config=config)
 
 
 def corrupt(key: chex.PRNGKey, x: jax.Array, kind: str | None,
@@ -223,11 +217,7 @@ def train_step(state: AEState, batch: jax.Array, key: chex.PRNGKey, *,
 
   loss, grads = parallel.pmean(jax.value_and_grad(loss_fn)(state.params),
                                axis_name)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  new_state = state.replace(step=state.step + 1, params=params,
-                            opt_state=opt_state)
-  return new_state, {"loss": loss}
+  return state.apply_gradients(grads), {"loss": loss}
 
 
 def reconstruct(state: AEState, x: jax.Array) -> jax.Array:
