@@ -100,7 +100,7 @@ def bench_png(x_u8: np.ndarray) -> dict:
 
 def bench_codec(workdir: pathlib.Path, x_u8: np.ndarray) -> dict:
   import json
-  from unsupjax import codec_io
+  from unsupjax.models.codec import io as codec_io
   c = codec_io.Codec.load(workdir / codec_io.BUNDLE_FILE)
   x = x_u8[..., None].astype(np.float32) / np.float32(255.0)
   q = c.quantise(x)
@@ -113,7 +113,7 @@ def bench_codec(workdir: pathlib.Path, x_u8: np.ndarray) -> dict:
   recon = codec_io.to_uint8(c.reconstruct(q_back))[..., 0]
   summary = json.loads((workdir / "summary.json").read_text())
   n = x.shape[0]
-  return {"lambda": summary["config"]["lambda"], "epochs": summary["epochs"],
+  return {"lambda": summary["config"].get("lam", summary["config"].get("lambda")), "epochs": summary["epochs"],
           "model_id": c.model_id.hex(), "round_trip_exact": exact,
           "file_bytes": float(np.mean(per_image)), "payload_bytes": len(blob) / n,
           "stream_bytes": len(blob), "ideal_bytes": float(c.tables.bits(q).sum() / 8 / n),
@@ -125,13 +125,14 @@ def bench_residual(workdir: pathlib.Path, x_u8: np.ndarray, train_x: np.ndarray)
   """One row per residual step of the codec in workdir (its tables counted
   on train_x first if the bundle has none)."""
   import json
-  from unsupjax import codec as codec_lib
-  from unsupjax import codec_io
+  from unsupjax.models import codec as codec_lib
+  from unsupjax.models.codec import io as codec_io
   c = codec_io.Codec.load(workdir / codec_io.BUNDLE_FILE)
   fitted_here = not c.residual
   if fitted_here:
     c = c.with_residual(train_x)
-  lam = json.loads((workdir / "summary.json").read_text())["config"]["lambda"]
+  record = json.loads((workdir / "summary.json").read_text())["config"]
+  lam = record.get("lam", record.get("lambda"))
   n = x_u8.shape[0]
   x = x_u8[..., None].astype(np.float32) / np.float32(255.0)
   q = c.quantise(x)
@@ -174,7 +175,7 @@ FAMILIES = {
 
 
 def train_missing(args, lam: float, workdir: pathlib.Path, family: str) -> None:
-  from unsupjax import codec_io
+  from unsupjax.models.codec import io as codec_io
   if (workdir / codec_io.BUNDLE_FILE).exists():
     return
   cmd = [sys.executable, "-m", "unsupjax", "train", "codec", "--dataset", "mnist",

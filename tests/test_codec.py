@@ -3,6 +3,7 @@ trips (in this process and another), the container's checks, the CLI, and
 the rate-distortion trade-off on digits."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,8 +13,11 @@ import numpy as np
 import pytest
 from scipy import special
 
-from conftest import cli_env, run_cli
-from unsupjax import cli, codec, codec_io, train
+from conftest import cli_env
+from unsupjax import cli, training
+from unsupjax.models import codec
+from unsupjax.models.codec import io as codec_io
+from unsupjax.models.codec import residual
 
 SMALL = dict(hidden=(64,), latent_dim=8)
 
@@ -22,8 +26,9 @@ def _fit(digits, lam, epochs=60, seed=0):
   tr, te = digits
   cfg = codec.CodecConfig(lam=lam, **SMALL)
   state = codec.init_state(jax.random.PRNGKey(seed), cfg, tr.flat()[:1], tr.image_shape)
-  result = train.fit(state, codec.train_step, codec.eval_step, tr.flat(), key=jax.random.PRNGKey(1),
-                     epochs=epochs, batch_size=64, progress=False, log=lambda s: None)
+  result = training.fit(state, codec.train_step, codec.eval_step, tr.flat(),
+                        key=jax.random.PRNGKey(1), epochs=epochs, batch_size=64,
+                        progress=False, log=lambda s: None)
   return result.state
 
 
@@ -87,10 +92,12 @@ def test_train_step_loss_against_numpy(digits):
   key = jax.random.PRNGKey(4)
   new, metrics = jax.jit(codec.train_step)(state, x, key)
   assert int(new.step) == 1
-  y = np.asarray(state.model.apply({"params": state.params["net"]}, x, method="encode"), np.float64)
+  net = {"params": state.params["net"]}
+  encode = jax.jit(lambda v: state.model.apply(net, v, method="encode"))
+  decode = jax.jit(lambda v: state.model.apply(net, v, method="decode"))
+  y = np.asarray(encode(x), np.float64)
   u = np.asarray(jax.random.uniform(jax.random.fold_in(key, 0), y.shape, jnp.float32, -0.5, 0.5))
-  logits = state.model.apply({"params": state.params["net"]}, jnp.asarray(y + u, jnp.float32),
-                             method="decode")
+  logits = decode(jnp.asarray(y + u, jnp.float32))
   mse = np.mean((special.expit(np.asarray(logits, np.float64)) - x) ** 2, axis=1)
   p = np.maximum(_np_likelihood(jax.device_get(state.params["prior"]), y + u),
                  codec.LIKELIHOOD_FLOOR)
@@ -180,25 +187,70 @@ def test_round_trip_exact_and_size_near_the_ideal(bundle, digits):
   np.testing.assert_array_equal(images, state_recon)
 
 
-def test_another_process_decodes_the_same_integers(model_dir, bundle, digits, tmp_path):
-  """Compress with the CLI (process A), decode latents in process B, compare
-  with this process's quantised latents bit for bit."""
+def test_another_process_decodes_what_this_one_coded(model_dir, bundle, digits, tmp_path,
+                                                    capsys):
+  """Compress here (the CLI, in this process): a stack, latents only, and a
+  PNG with --residual-step 1. A fresh process decodes the stack's latents
+  and decompresses the PNG (the CLI): the same integers, bit for bit, as
+  this process's, and the original PNG back."""
+  from PIL import Image
+  wd = str(model_dir)
   x = digits[1].x[:50]
   src = tmp_path / "in.npy"
   np.save(src, (x[..., 0] * 255).round().astype(np.uint8))
-  out = run_cli(["compress", "--model", str(model_dir), str(src), "c.ujx"], tmp_path)
-  assert out.returncode == 0, out.stderr
-  code = ("import sys, numpy as np; from unsupjax import codec_io as io; "
-          "c = io.Codec.load(sys.argv[1]); "
-          "h, q = io.decode_latents(c, open(sys.argv[2], 'rb').read()); np.save(sys.argv[3], q)")
-  dec = subprocess.run([sys.executable, "-c", code, str(model_dir / codec_io.BUNDLE_FILE),
-                        str(tmp_path / "c.ujx"), str(tmp_path / "q.npy")],
-                       env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+  assert cli.main(["compress", "--model", wd, str(src), str(tmp_path / "c.ujx")]) == 0
+  img = (digits[1].x[7, ..., 0] * 255).round().astype(np.uint8)
+  Image.fromarray(img).save(tmp_path / "d.png")
+  assert cli.main(["compress", "--model", wd, "--residual-step", "1", str(tmp_path / "d.png"),
+                   str(tmp_path / "d.ujx")]) == 0
+  assert "residual step 1" in capsys.readouterr().out
+  code = ("import sys, numpy as np; from unsupjax import cli; "
+          "from unsupjax.models.codec import io; "
+          "c = io.Codec.load(sys.argv[1] + '/' + io.BUNDLE_FILE); "
+          "h, q = io.decode_latents(c, open(sys.argv[2], 'rb').read()); np.save(sys.argv[3], q); "
+          "sys.exit(cli.main(['decompress', '--model', sys.argv[1], sys.argv[4], sys.argv[5]]))")
+  dec = subprocess.run([sys.executable, "-c", code, wd, "c.ujx", "q.npy", "d.ujx", "o.png"],
+                       cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
+                       timeout=300)
   assert dec.returncode == 0, dec.stderr
   x_u8 = np.load(src).astype(np.float32)[..., None] / np.float32(255.0)
   np.testing.assert_array_equal(np.load(tmp_path / "q.npy"), bundle.quantise(x_u8))
-  blob_here = codec_io.compress(bundle, x_u8)
-  assert (tmp_path / "c.ujx").read_bytes() == blob_here
+  assert (tmp_path / "c.ujx").read_bytes() == codec_io.compress(bundle, x_u8)
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o.png")), img)
+
+
+def test_outputs_never_replace_a_file_unless_asked(model_dir, digits, tmp_path, capsys):
+  """`compress a.png a.png` (or through a link) and an existing OUT are
+  refused with one line and exit 2, leaving every file as it was;
+  --overwrite replaces OUT, atomically (no temporary file is left)."""
+  from PIL import Image
+  wd = str(model_dir)
+  a = tmp_path / "a.png"
+  Image.fromarray((digits[1].x[0, ..., 0] * 255).round().astype(np.uint8)).save(a)
+  before = a.read_bytes()
+  os.symlink(a, tmp_path / "link.png")
+  for out in (a, tmp_path / "link.png"):
+    assert cli.main(["compress", "--model", wd, str(a), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "OUT: " in err, err
+    assert "is the input file IN" in err and "--overwrite" in err, err
+    assert a.read_bytes() == before
+  c, o = tmp_path / "c.ujx", tmp_path / "o.png"
+  c.write_bytes(b"precious")
+  o.write_bytes(b"precious too")
+  assert cli.main(["compress", "--model", wd, str(a), str(c)]) == 2
+  assert "exists; choose another path, or pass --overwrite" in capsys.readouterr().err
+  assert c.read_bytes() == b"precious"
+  assert cli.main(["compress", "--model", wd, "--overwrite", str(a), str(c)]) == 0
+  assert codec_io.parse(c.read_bytes()).kind == codec_io.KIND_IMAGE
+  assert cli.main(["decompress", "--model", wd, str(c), str(o)]) == 2
+  assert "exists" in capsys.readouterr().err and o.read_bytes() == b"precious too"
+  assert cli.main(["decompress", "--model", wd, "--overwrite", str(c), str(o)]) == 0
+  assert np.asarray(Image.open(o)).shape == (8, 8)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "c.ujx", "link.png", "o.png"]
+  assert a.read_bytes() == before
+  assert cli.main(["compress", str(a), str(tmp_path / "x.ujx")]) == 2
+  assert "--model: expected a directory written by" in capsys.readouterr().err
 
 
 def test_cli_png_round_trip_and_stack_to_npy(model_dir, bundle, digits, tmp_path, capsys):
@@ -224,8 +276,11 @@ def test_cli_png_round_trip_and_stack_to_npy(model_dir, bundle, digits, tmp_path
   assert run("decompress", "s.ujx", "s.png") == 2
   assert "decodes to .npy" in capsys.readouterr().err
   assert not (tmp_path / "s.png").exists()
-  assert run("decompress", "s.ujx", "s.npy") == 0
-  stack = np.load(tmp_path / "s.npy")
+  assert run("decompress", "s.ujx", "s.npy") == 2      # the stack it came from
+  assert "OUT: " in capsys.readouterr().err
+  np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), digits[1].x[:5])
+  assert run("decompress", "s.ujx", "t.npy") == 0
+  stack = np.load(tmp_path / "t.npy")
   assert stack.shape == (5, 8, 8, 1) and stack.dtype == np.float32
 
 
@@ -289,14 +344,6 @@ def test_cli_bad_input_leaves_no_output(model_dir, stack_blob, tmp_path, capsys,
   assert list(tmp_path.iterdir()) == [src]
 
 
-def test_cli_truncated_file_in_a_subprocess(model_dir, stack_blob, tmp_path):
-  (tmp_path / "t.ujx").write_bytes(stack_blob[:-5])
-  out = run_cli(["decompress", "--model", str(model_dir), "t.ujx", "o.npy"], tmp_path)
-  assert out.returncode == 2
-  assert "IN: truncated" in out.stderr and len(out.stderr.strip().splitlines()) == 1
-  assert not (tmp_path / "o.npy").exists()
-
-
 def test_foreign_model_and_bad_bundle(sweep, bundle, stack_blob, tmp_path, capsys):
   other = codec_io.Codec.from_state(sweep[0.1])
   assert other.model_id != bundle.model_id
@@ -340,7 +387,7 @@ def test_rate_falls_and_distortion_rises_as_lambda_grows(sweep, digits):
   x = digits[1].x
   rows = []
   for lam in sorted(sweep):
-    ev = train.evaluate(sweep[lam], codec.eval_step, digits[1].flat())
+    ev = training.evaluate(sweep[lam], codec.eval_step, digits[1].flat())
     c = codec_io.Codec.from_state(sweep[lam])
     rows.append((lam, ev["bpp"], len(codec_io.compress(c, x)), ev["psnr"]))
   bpp, size, psnr = (np.array([r[i] for r in rows]) for i in (1, 2, 3))
@@ -356,33 +403,54 @@ def test_rate_falls_and_distortion_rises_as_lambda_grows(sweep, digits):
 
 def test_train_cli_leaves_a_bundle_and_summary(tmp_path, capsys):
   wd = tmp_path / "run"
-  assert cli.main(["train", "codec", "--epochs", "3", "--hidden", "32", "--latent-dim", "4",
-                   "--lambda", "0.02", "--workdir", str(wd), "--no-progress",
-                   "--no-compile-cache"]) == 0
+  args = ["train", "codec", "--epochs", "3", "--hidden", "32", "--latent-dim", "4",
+          "--lambda", "0.02", "--no-progress", "--no-compile-cache"]
+  assert cli.main([*args, "--workdir", str(wd)]) == 0
   summary = json.loads((wd / "summary.json").read_text())
   c = codec_io.Codec.load(wd / codec_io.BUNDLE_FILE)
   assert summary["model_id"] == c.model_id.hex()
-  assert summary["config"]["lambda"] == 0.02
-  for key in ("test_bpp_prior", "test_stream_bpp", "test_file_bytes", "test_psnr"):
-    assert np.isfinite(summary[key])
-  assert summary["test_stream_bytes"] == pytest.approx(summary["test_stream_bpp"] * 360 * 64 / 8)
+  assert summary["config"]["lam"] == 0.02 and c.config.lam == 0.02
+  assert summary["steps"] == 3 * (1437 // 256)
+  for key in ("test_bpp", "test_psnr", "test_coded_stream_bpp", "test_coded_file_bytes",
+              "test_coded_psnr"):
+    assert np.isfinite(summary[key]), key
+  assert summary["test_coded_stream_bytes"] == pytest.approx(
+      summary["test_coded_stream_bpp"] * 360 * 64 / 8)
+  # The coder spends about what the prior prices (header and flush aside).
+  assert summary["test_coded_ideal_bpp"] == pytest.approx(summary["test_bpp"], rel=1e-3)
   # The residual tables were counted, and the summary prices every step.
   assert sorted(c.residual) == list(codec.RESIDUAL_STEPS)
-  res = summary["test_residual"]
+  res = summary["test_coded_residual"]
   assert sorted(int(k) for k in res) == list(codec.RESIDUAL_STEPS)
   assert res["1"]["lossless_fraction"] == 1.0 and res["1"]["max_abs_error"] == 0
   assert all(res[str(s)]["max_abs_error"] <= (s - 1) // 2 for s in codec.RESIDUAL_STEPS)
   bpp = [res[str(s)]["stream_bpp"] for s in codec.RESIDUAL_STEPS]
-  assert np.all(np.diff(bpp) < 0) and bpp[-1] > summary["test_stream_bpp"]
+  assert np.all(np.diff(bpp) < 0) and bpp[-1] > summary["test_coded_stream_bpp"]
   assert (wd / "reconstructions.png").exists()
-  # `unsupjax evaluate` re-opens the run from its files.
+  # `unsupjax evaluate` re-opens the run from its files: the checkpoint's
+  # bundle is the saved one, byte for byte.
   assert cli.main(["evaluate", str(wd)]) == 0
   ev = json.loads((wd / "eval.json").read_text())
   assert ev["model_id"] == summary["model_id"]
-  assert ev["test_bpp"] == pytest.approx(summary["test_bpp_prior"], rel=1e-5)
-  assert ev["test_coded_stream_bytes"] == summary["test_stream_bytes"]
-  assert cli.main(["train", "codec", "--lambda", "-1", "--workdir", str(wd)]) == 2
-  assert "--lambda: expected a positive number, got -1.0" in capsys.readouterr().err
+  assert ev["test_bpp"] == pytest.approx(summary["test_bpp"], rel=1e-6)
+  assert ev["test_coded_stream_bytes"] == summary["test_coded_stream_bytes"]
+  # --parallel pmap on one device: accepted, and the same run.
+  assert cli.main([*args, "--workdir", str(tmp_path / "pmap"), "--parallel", "pmap"]) == 0
+  pm = json.loads((tmp_path / "pmap" / "summary.json").read_text())
+  assert pm["steps"] == summary["steps"]
+  for key in ("train_loss", "test_bpp", "test_mse"):
+    assert pm[key] == pytest.approx(summary[key], rel=1e-5), key
+  capsys.readouterr()
+  # Bad flags: one line, exit 2, before anything is trained.
+  for bad, message in [
+      (["--lambda", "-1", "--workdir", str(wd)], "--lambda: expected a positive number, got -1.0"),
+      (["--parallel", "pmap", "--model-axis", "2", "--workdir", str(tmp_path / "x")],
+       "--model-axis: expected 1"),
+      (["--workdir", str(wd)], "already holds a run of codec")]:
+    assert cli.main([*args, *bad]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+  assert not (tmp_path / "x").exists()
 
 
 # ------------------------------------------------------------------ residual
@@ -474,7 +542,7 @@ def test_integer_base_is_exact_and_close_to_the_float_decoder(bundle, digits):
   assert np.abs(base - ref).max() <= 1 and np.mean(base != ref) < 5e-3
   # Past 2^52 the products go through int64, still exactly.
   big = np.array([[2.0**40, 3.0]]), np.array([[2.0**13 + 1], [5.0]])
-  assert codec._exact_matmul(*big)[0, 0] == 2**40 * (2**13 + 1) + 15
+  assert residual._exact_matmul(*big)[0, 0] == 2**40 * (2**13 + 1) + 15
 
 
 def test_residual_round_trip_bounds_and_rates(bundle, digits):
@@ -510,7 +578,8 @@ def test_residual_round_trip_bounds_and_rates(bundle, digits):
   assert ideal - 32 <= 8 * (sizes[0] - 32) <= 1.01 * ideal + 96
 
 
-def test_residual_steps_are_checked_before_work(sweep, bundle, digits, tmp_path, capsys):
+def test_residual_steps_are_checked_before_work(sweep, bundle, model_dir, digits, tmp_path,
+                                                capsys):
   x = digits[1].x[:3]
   with pytest.raises(ValueError, match=r"residual_step: expected 0 \(none\) or one of"):
     codec_io.compress(bundle, x, residual_step=7)
@@ -534,20 +603,7 @@ def test_residual_steps_are_checked_before_work(sweep, bundle, digits, tmp_path,
                    str(tmp_path / "s.npy"), str(tmp_path / "s.ujx")]) == 2
   assert "--residual-step: this model has no residual tables" in capsys.readouterr().err
   assert not (tmp_path / "s.ujx").exists()
-
-
-def test_lossless_png_round_trip_in_another_process(model_dir, digits, tmp_path):
-  """`compress --residual-step 1` in one process, `decompress` in another:
-  the PNG comes back identical."""
-  from PIL import Image
-  img = (digits[1].x[7, ..., 0] * 255).round().astype(np.uint8)
-  Image.fromarray(img).save(tmp_path / "d.png")
-  out = run_cli(["compress", "--model", str(model_dir), "--residual-step", "1", "d.png",
-                 "d.ujx"], tmp_path)
-  assert out.returncode == 0 and "residual step 1" in out.stdout, out.stderr
-  out = run_cli(["decompress", "--model", str(model_dir), "d.ujx", "o.png"], tmp_path)
-  assert out.returncode == 0, out.stderr
-  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o.png")), img)
-  out = run_cli(["compress", "--model", str(model_dir), "--residual-step", "2", "d.png",
-                 "e.ujx"], tmp_path)
-  assert out.returncode == 2 and "--residual-step: expected 0 (none) or one of" in out.stderr
+  assert cli.main(["compress", "--model", str(model_dir), "--residual-step", "2",
+                   str(tmp_path / "s.npy"), str(tmp_path / "s.ujx")]) == 2
+  assert "--residual-step: expected 0 (none) or one of" in capsys.readouterr().err
+  assert not (tmp_path / "s.ujx").exists()

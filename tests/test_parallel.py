@@ -115,6 +115,12 @@ SCRIPT = textwrap.dedent(r"""
              params=lambda s: (s.g.params, s.d.params, s.g.ema_params),
              rtol=1e-4, atol=1e-5)
 
+  from unsupjax.models.codec import model as codec_model
+  images = [b.reshape(B, 8, 8, 1) for b in batches]
+  ccfg = codec_model.CodecConfig(hidden=(32,), latent_dim=4, mixtures=2)
+  c0 = codec_model.init_state(jax.random.key(0), ccfg, images[0])
+  check_step("codec", codec_model.train_step, c0, images, key, rtol=1e-4, atol=1e-5)
+
   km0 = kmeans.minibatch_init(jax.random.key(0), batches[0], 5)
   check_step("kmeans", kmeans.minibatch_train_step, km0, batches, key,
              params=lambda s: (s.centroids, s.counts), rtol=1e-5, atol=1e-4)
@@ -198,7 +204,7 @@ SCRIPT = textwrap.dedent(r"""
   print("ok errors", flush=True)
 """)
 
-CHECKS = ("randomness", "ae", "vae", "gan", "kmeans", "dec_step", "dec", "model_axis",
+CHECKS = ("randomness", "ae", "vae", "gan", "codec", "kmeans", "dec_step", "dec", "model_axis",
           "fit", "errors")
 
 

@@ -353,7 +353,11 @@ def prepare_workdir(task: Task, cfg, workdir: pathlib.Path, previous: dict | Non
   parallel.sync_processes("unsupjax:workdir-checked")
   if jax.process_index() == 0:
     if previous is not None and cfg.overwrite:
-      for name in RUN_OUTPUTS:
+      # What the replaced run wrote: the named outputs, its pictures,
+      # bundles and evaluations (a user's other files stay).
+      drawn = [p.name for pattern in ("*.png", "*.npz", "eval*.json")
+               for p in workdir.glob(pattern)]
+      for name in (*RUN_OUTPUTS, *drawn):
         p = workdir / name
         if p.is_dir():
           shutil.rmtree(p)

@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "anomaly": ("unsupjax.tasks.anomaly", "COMMAND",
                 "anomaly detection: score a table, or the one-class benchmark"),
     "compress": ("unsupjax.tasks.codec", "COMPRESS", "compress an image with a trained codec"),
-    "decompress": ("unsupjax.tasks.codec", "DECOMPRESS", "decompress a .ujc file"),
+    "decompress": ("unsupjax.tasks.codec", "DECOMPRESS", "decompress a .ujx file with the codec that wrote it"),
 }
 
 
