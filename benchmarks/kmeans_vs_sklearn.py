@@ -15,6 +15,17 @@ Prints markdown tables (and writes JSON with --json PATH):
   4. Mini-batch: the same batches fed to `minibatch_fit` (host iterator) and
      to `MiniBatchKMeans.partial_fit`, and `minibatch_fit_arrays` (the loop
      on device, same batch size and epochs); time and full-data inertia.
+  5. `grid`: the per-iteration speed map on Gaussian-blob data over
+     n x d x k (--grid-n, --grid-d, --grid-k; same initial centres, tol = 0,
+     (t(b) - t(a)) / (b - a) iterations from interleaved runs, labels of
+     both compared, cells past --cell-budget seconds or --max-data-gb
+     skipped) and its heat map (--png).
+  6. `gridfit`: the default fit, scikit-learn's `KMeans(k,
+     random_state=s).fit(x)` against unsupjax's, mean time and mean inertia
+     over --fit-seeds, on the same grid.
+  7. `dtype`: float32 against bfloat16 / float16 storage (--dtype-cells):
+     per-iteration time and the float64 inertia gap of the centroids.
+Sections 1-4 need MNIST; `--sections` picks which run.
 
 scikit-learn's BLAS: the script re-executes itself without OPENBLAS_CORETYPE
 and OPENBLAS_L2_SIZE (set on these machines; they slow OpenBLAS) and prints
@@ -23,6 +34,9 @@ the kernel `threadpoolctl` reports.
 Usage:
   nice -n 10 env JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/kmeans_vs_sklearn.py \
       --data-dir ../shared/data/tfds --json /tmp/kmeans_bench.json
+  nice -n 10 env JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/kmeans_vs_sklearn.py \
+      --sections grid,gridfit,dtype --png docs/kmeans_speed_map.png \
+      --json benchmarks/results/kmeans_grid.json
 """
 
 from __future__ import annotations
@@ -44,7 +58,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import cluster as skc  # noqa: E402
 
+import kmeans_grid  # noqa: E402
 from unsupjax import kmeans  # noqa: E402
+from unsupjax.kmeans import fitting  # noqa: E402
 
 
 CPU_TIMES: list[float] = []  # process CPU seconds of the last `timed` call
@@ -171,12 +187,12 @@ def scaling(args, n, d=64, k=100, iters=(2, 7)):
     ours[m] = timed(lambda: run().inertia.block_until_ready(), 1)
   mem = None
   try:
-    bs = args.block_size or kmeans.default_block_size(n, d, k)
-    lowered = kmeans._fit_jit.lower(
+    plan = kmeans.choose_plan(n, d, k, block_size=args.block_size)
+    lowered = fitting._fit_jit.lower(
         jax.random.key(0), xj, jnp.ones((n,)), jnp.asarray(init),
-        jnp.float32(0), jnp.int32(b), k=k, init="array", n_init=1,
-        metric="euclidean", weighted=False, block_size=bs, n_local_trials=None, mesh=None,
-        axis_name=None)
+        jnp.float32(0), jnp.int32(b), jnp.int32(n), jnp.float32(d), k=k,
+        init="array", n_init=1, metric="euclidean", weighted=False, plan=plan,
+        n_local_trials=None, mesh=None, axis_name=None, dtype="float32")
     ma = lowered.compile().memory_analysis()
     mem = int(ma.temp_size_in_bytes + ma.argument_size_in_bytes
               + ma.output_size_in_bytes)
@@ -253,31 +269,67 @@ def main():
   p.add_argument("--rounds", type=int, default=2,
                  help="interleaved rounds of the Lloyd timing (best kept)")
   p.add_argument("--block-size", type=int, default=None)
-  p.add_argument("--one-hot-max-k", type=int, default=None,
-                 help="override kmeans.ONE_HOT_MAX_K (0: segment_sum at every "
-                      "k), to compare the two ways of summing clusters")
   p.add_argument("--scaling-ns", default="10000,100000,1000000")
-  p.add_argument("--skip", default="",
-                 help="comma list of: lloyd,fit,scaling,minibatch")
+  p.add_argument("--sections", default="lloyd,fit,scaling,minibatch",
+                 help="comma list of: lloyd,fit,scaling,minibatch (MNIST), "
+                      "grid,gridfit,dtype")
+  p.add_argument("--skip", default="", help="sections not to run")
+  p.add_argument("--grid-n", default="10000,100000,1000000")
+  p.add_argument("--grid-d", default="2,8,32,128,784")
+  p.add_argument("--grid-k", default="3,10,30,100,1000")
+  p.add_argument("--grid-iters", default="2,7",
+                 help="a,b: grid per-iteration time from a and b iterations")
+  p.add_argument("--grid-reps", type=int, default=3)
+  p.add_argument("--cell-budget", type=float, default=60.0,
+                 help="skip a cell predicted to take longer (seconds)")
+  p.add_argument("--max-data-gb", type=float, default=1.0,
+                 help="skip cells whose float32 data is larger")
+  p.add_argument("--fit-seeds", default="0,1,2,3,4")
+  p.add_argument("--dtype-cells", default="100000:32:100,100000:128:30,"
+                 "60000:784:10,10000:784:1000",
+                 help="n:d:k cells of the dtype comparison")
+  p.add_argument("--png", default=None, help="heat map of the grid")
+  p.add_argument("--summarize", default=None,
+                 help="a JSON this script wrote: print its grid summaries "
+                      "(and redraw --png) without running anything")
   p.add_argument("--json", default=None)
   args = p.parse_args()
+  if args.summarize:
+    with open(args.summarize) as f:
+      saved = json.load(f)
+    summarize(saved)
+    if args.png and saved.get("lloyd_grid"):
+      kmeans_grid.heat_map(saved["lloyd_grid"], args.png,
+                           _map_title(saved["machine"]))
+    return
   args.iters = tuple(int(v) for v in args.iters.split(","))
-  skip = set(filter(None, args.skip.split(",")))
-  if args.one_hot_max_k is not None:
-    kmeans.ONE_HOT_MAX_K = args.one_hot_max_k  # read when fit is traced
+  sections = (set(filter(None, args.sections.split(",")))
+              - set(filter(None, args.skip.split(","))))
+  skip = {"lloyd", "fit", "scaling", "minibatch"} - sections
 
   info = _bench.machine()
   info["blas"] = _bench.blas_info()
   peak = matmul_peak(args.reps)
   info["f32_matmul_peak_gflops"] = peak / 1e9
-  info["one_hot_max_k"] = kmeans.ONE_HOT_MAX_K
+  info["load_average_start"] = os.getloadavg()
   print(f"machine: {info['cpu']}, {info['cores']} cores, JAX {info['jax']} "
         f"backend={info['backend']} ({info['devices']} x {info['device']})")
   print(f"scikit-learn BLAS: {info['blas']}")
   print(f"f32 matmul peak (jnp.dot): {peak / 1e9:.0f} GFLOP/s")
-  print(f"cluster sums by one-hot matmul up to k = {kmeans.ONE_HOT_MAX_K}\n")
+  print(f"load average: {info['load_average_start']}\n")
   out = {"machine": info}
 
+  def save():
+    if args.json:
+      tmp = args.json + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump(out, f, indent=1)
+      os.replace(tmp, args.json)
+
+  run_grid_sections(args, sections, out, save)
+  if skip == {"lloyd", "fit", "scaling", "minibatch"}:  # no MNIST section
+    save()
+    return
   x = load_mnist(args)
   xj = jnp.asarray(x)
   if "lloyd" not in skip:
@@ -330,9 +382,157 @@ def main():
                        ("unsupjax_inertia", "{:.6g}"),
                        ("device_loop_inertia", "{:.6g}"),
                        ("full_batch_inertia_same_init", "{:.6g}")]))
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(out, f, indent=2)
+  save()
+
+
+def _cells(args):
+  ns = [int(float(v)) for v in args.grid_n.split(",")]
+  ds = [int(v) for v in args.grid_d.split(",")]
+  ks = [int(v) for v in args.grid_k.split(",")]
+  return [(n, d, k) for n in ns for d in ds for k in ks]
+
+
+def run_grid_sections(args, sections, out, save):
+  """The speed map, the default-fit grid and the dtype comparison."""
+  if "grid" in sections:
+    iters = tuple(int(v) for v in args.grid_iters.split(","))
+    rows = out["lloyd_grid"] = []
+    print(f"### Per-iteration speed map: same init, tol = 0, "
+          f"{iters[1]} vs {iters[0]} iterations\n", flush=True)
+    print("| n | d | k | iterations | scikit-learn ms/iter | unsupjax ms/iter "
+          "| speed-up | label mismatches (a / b) | inertia rel. diff | plan "
+          "| load |", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    for n, d, k in _cells(args):
+      r = kmeans_grid.lloyd_cell(n, d, k, iters, args.grid_reps,
+                                 args.cell_budget, args.max_data_gb)
+      rows.append(r)
+      save()
+      if "skipped" in r:
+        print(f"| {n} | {d} | {k} | - | - | - | skipped: {r['skipped']} "
+              f"| | | | |", flush=True)
+        continue
+      pl = r["plan"]
+      print(f"| {n} | {d} | {k} | {r['iters'][0]}-{r['unsupjax_n_iter']} | "
+            f"{r['sklearn_s_per_iter'] * 1e3:.3f} | "
+            f"{r['unsupjax_s_per_iter'] * 1e3:.3f} | {r['speedup']:.2f}x | "
+            f"{r['label_mismatches_at_a']} / {r['label_mismatches']} | "
+            f"{r['inertia_rel_diff']:.1e} | "
+            f"{pl['distance']}/{pl['layout']}/{pl['argmin']}/{pl['sums']}/"
+            f"{pl['block']} | {r['load']:.1f} |", flush=True)
+    if args.png:
+      kmeans_grid.heat_map(rows, args.png, _map_title(out["machine"]))
+      print(f"\nheat map: {args.png}", flush=True)
+    print()
+    summarize({"lloyd_grid": rows})
+  if "gridfit" in sections:
+    seeds = [int(v) for v in args.fit_seeds.split(",")]
+    rows = out["fit_grid"] = []
+    print(f"### Default fit (k-means++, n_init='auto', tol=1e-4), mean over "
+          f"seeds {seeds}\n", flush=True)
+    print("| n | d | k | scikit-learn s | unsupjax s | speed-up | "
+          "scikit-learn inertia | unsupjax inertia | ratio | iterations "
+          "(sk / us) |", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    for n, d, k in _cells(args):
+      r = kmeans_grid.fit_cell(n, d, k, seeds, args.cell_budget,
+                               args.max_data_gb)
+      rows.append(r)
+      save()
+      if "skipped" in r:
+        print(f"| {n} | {d} | {k} | - | - | skipped: {r['skipped']} "
+              f"| | | | |", flush=True)
+        continue
+      print(f"| {n} | {d} | {k} | {r['sklearn_s']:.3f} | "
+            f"{r['unsupjax_s']:.3f} | {r['speedup']:.2f}x | "
+            f"{r['sklearn_inertia']:.6g} | {r['unsupjax_inertia']:.6g} | "
+            f"{r['inertia_ratio']:.4f} | {r['sklearn_n_iter']:.1f} / "
+            f"{r['unsupjax_n_iter']:.1f} |", flush=True)
+    done = [r for r in rows if "skipped" not in r]
+    if done:
+      print(f"\nmean inertia ratio (unsupjax / scikit-learn) over "
+            f"{len(done)} cells: "
+            f"{np.mean([r['inertia_ratio'] for r in done]):.4f}", flush=True)
+    print()
+  if "dtype" in sections:
+    iters = tuple(int(v) for v in args.grid_iters.split(","))
+    rows = out["dtype"] = []
+    print("### Storage dtype: per-iteration speed-up over float32 and the "
+          "float64 inertia of the centroids relative to float32's\n",
+          flush=True)
+    print("| n | d | k | float32 ms/iter | bfloat16 speed-up | bfloat16 "
+          "inertia gap | float16 speed-up | float16 inertia gap |",
+          flush=True)
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    for cell in args.dtype_cells.split(","):
+      n, d, k = (int(v) for v in cell.split(":"))
+      r = kmeans_grid.dtype_cell(n, d, k, iters, args.grid_reps)
+      rows.append(r)
+      save()
+      print(f"| {n} | {d} | {k} | {r['float32_s_per_iter'] * 1e3:.3f} | "
+            f"{r['bfloat16_speedup']:.2f}x | {r['bfloat16_inertia_gap']:.1e} | "
+            f"{r['float16_speedup']:.2f}x | {r['float16_inertia_gap']:.1e} |",
+            flush=True)
+    print()
+
+
+def _sklearn_version() -> str:
+  import sklearn
+  return sklearn.__version__
+
+
+def _map_title(machine) -> str:
+  return (f"unsupjax k-means: one Lloyd iteration vs scikit-learn "
+          f"{_sklearn_version()}, {machine['cpu']}, {machine['cores']} cores "
+          f"(same init, tol=0)")
+
+
+def summarize(saved) -> None:
+  """Compact d x k tables of the speed-ups (one per n), the count of cells
+  meeting 1.0x and 1.5x, and the default-fit inertia summary."""
+  rows = saved.get("lloyd_grid") or []
+  for n in sorted({r["n"] for r in rows}):
+    cells = {(r["d"], r["k"]): r for r in rows if r["n"] == n}
+    ks = sorted({k for _, k in cells})
+    print(f"\nspeed-up per Lloyd iteration, n = {n}:\n")
+    print("| d \\ k | " + " | ".join(str(k) for k in ks) + " |")
+    print("|---" * (len(ks) + 1) + "|")
+    for d in sorted({d for d, _ in cells}):
+      vals = []
+      for k in ks:
+        r = cells.get((d, k))
+        vals.append("-" if r is None or "speedup" not in r
+                    else f"{r['speedup']:.2f}x")
+      print(f"| {d} | " + " | ".join(vals) + " |")
+  done = [r for r in rows if "speedup" in r]
+  if done:
+    low = [r for r in done if r["d"] <= 128]
+    print(f"\nmeasured cells: {len(done)} of {len(rows)}; >= 1.0x: "
+          f"{sum(r['speedup'] >= 1.0 for r in done)}; d <= 128 cells >= 1.5x: "
+          f"{sum(r['speedup'] >= 1.5 for r in low)} of {len(low)}")
+  fit_rows = saved.get("fit_grid") or []
+  for n in sorted({r["n"] for r in fit_rows}):
+    cells = {(r["d"], r["k"]): r for r in fit_rows if r["n"] == n}
+    ks = sorted({k for _, k in cells})
+    print(f"\ndefault fit, n = {n}: speed-up / mean inertia ratio "
+          f"(unsupjax / scikit-learn):\n")
+    print("| d \\ k | " + " | ".join(str(k) for k in ks) + " |")
+    print("|---" * (len(ks) + 1) + "|")
+    for d in sorted({d for d, _ in cells}):
+      vals = []
+      for k in ks:
+        r = cells.get((d, k))
+        vals.append("-" if r is None or "speedup" not in r else
+                    f"{r['speedup']:.1f}x / {r['inertia_ratio']:.3f}")
+      print(f"| {d} | " + " | ".join(vals) + " |")
+  fits = [r for r in fit_rows if "inertia_ratio" in r]
+  if fits:
+    ratios = np.array([r["inertia_ratio"] for r in fits])
+    speed = np.array([r["speedup"] for r in fits])
+    print(f"\ndefault fit over {len(fits)} cells: inertia ratio mean "
+          f"{ratios.mean():.4f} (min {ratios.min():.4f}, max {ratios.max():.4f}"
+          f"), time speed-up median {np.median(speed):.2f}x (min "
+          f"{speed.min():.2f}x)")
 
 
 if __name__ == "__main__":

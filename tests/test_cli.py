@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from conftest import cli_env as _env
-from conftest import run_cli as _run
 
 
 def test_train_ae_leaves_its_files(tmp_path, cli_main):

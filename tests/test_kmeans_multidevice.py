@@ -29,14 +29,15 @@ SCRIPT = textwrap.dedent("""
   w = np.random.default_rng(0).uniform(0.5, 2.0, len(x)).astype(np.float32)
   init = x[:7].copy()
   init[6] = 100.0   # far from the data: starts empty, must be relocated
+  tiled = kmeans.Plan(64, "kb", "matmul", "unrolled", "after", tile=4)
   cases = [dict(init=init), dict(init=init, sample_weight=w),
            dict(init="k-means++", n_init=2), dict(init=init, max_iter=3),
-           dict(init=init, metric="cosine")]
+           dict(init=init, metric="cosine"), dict(init=init, plan=tiled)]
   for kw in cases:
     one = kmeans.fit(jax.random.key(1), x, 7, block_size=64, **kw)
     many = kmeans.fit_sharded(jax.random.key(1), x, 7, mesh=mesh,
                               block_size=16, **kw)
-    name = {k: (v if isinstance(v, (str, int)) else "array")
+    name = {k: (v if isinstance(v, (str, int, tuple)) else "array")
             for k, v in kw.items()}
     np.testing.assert_array_equal(np.asarray(one.labels),
                                   np.asarray(many.labels), err_msg=str(name))
@@ -65,4 +66,4 @@ def test_sharded_fit_equals_single_device():
   proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  assert proc.stdout.count("ok") == 6
+  assert proc.stdout.count("ok") == 7

@@ -80,6 +80,7 @@ HEADLINE: dict[str, tuple[str, ...]] = {
     "codec": ("test_bpp", "test_psnr"),
     "kmeans": ("inertia", "acc", "nmi"),
     "anomaly-one-class": ("auroc_mean",),
+    "anomaly-table": ("auroc", "average_precision"),
 }
 DEFAULT_HEADLINE = ("test_loss",)
 

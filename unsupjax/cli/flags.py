@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import typing
 from typing import Any
 
 from unsupjax import config as config_lib
-from unsupjax.config import UsageError, flag_error, flag_name
+from unsupjax.config import flag_error, flag_name
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:

@@ -1,153 +1,200 @@
-"""`unsupjax anomaly`: anomaly detection from the command line.
+"""`unsupjax anomaly [table | one-class]`: anomaly detection from the command line.
 
-Two modes:
+Two modes, one set of flags (`AnomalyConfig`):
+
+  unsupjax anomaly --csv FILE [--label-column NAME] [--contamination C]
+      (mode `table`, the default) A dense autoencoder on the standardised
+      numeric columns of any CSV (fit on every row: the unsupervised
+      outlier setting); writes the score and flag of every row. With a
+      label column (0 normal / 1 anomaly, never trained on) it also reports
+      AUROC, average precision and the threshold's realised FPR / recall;
+      --compare adds scikit-learn's IsolationForest and OneClassSVM on the
+      same rows.
 
   unsupjax anomaly one-class --dataset {digits,mnist,fashion_mnist} [--model ae]
       The one-class benchmark: one model per class, trained on that class's
       training images only, all classes at once (`jax.vmap` over stacked
-      states); each is tested on the whole test split with its class normal
-      and every other class anomalous. Reports AUROC per class and the mean.
+      states, through `training.fit`); each is tested on the whole test
+      split with its class normal and every other class anomalous. Reports
+      AUROC per class and the mean.
 
-  unsupjax anomaly --csv FILE [--label-column NAME] [--contamination C]
-      A dense autoencoder on the standardised numeric columns of any CSV
-      (fit on every row: the unsupervised outlier setting); writes the score
-      and flag of every row. With a label column (0 normal / 1 anomaly, never
-      trained on) it also reports AUROC, average precision and the threshold's
-      realised FPR / recall; --compare adds scikit-learn's IsolationForest
-      and OneClassSVM on the same rows.
-
-Outputs in --workdir: summary.json, scores.npy, roc.png (with labels),
-worst.png (image data: the highest-scoring test images), flags.csv (CSV).
+A flag of the other mode is refused. Outputs in --workdir: run.json,
+summary.json, scores.npy, roc.png (with labels), flags.csv (table),
+worst.png (the highest-scoring test images of each class), metrics.jsonl,
+status.json, curves.png and checkpoints/ (one-class). A --workdir that
+holds a run is replaced only with --overwrite.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
+import math
 import os
 import pathlib
 import time
+from typing import Any
 
 import numpy as np
 
-from unsupjax import anomaly, autoencoder, plots, vae
-from unsupjax.anomaly_detector import AnomalyDetector, CSVError, read_numeric_csv
-from unsupjax.tasks import common
+from unsupjax import anomaly
+from unsupjax import config as config_lib
+from unsupjax.config import UsageError, flag_error, option
+from unsupjax.models import autoencoder, vae
+from unsupjax.rng import check_seed, run_key
+from unsupjax.tasks import base
 
-HELP = ("anomaly detection: the vmapped one-class benchmark (`anomaly one-class`) "
-        "or an autoencoder detector on a numeric CSV (`anomaly --csv FILE`)")
+HELP = ("anomaly detection: an autoencoder detector on a numeric CSV (`anomaly --csv "
+        "FILE`) or the vmapped one-class benchmark (`anomaly one-class`)")
+MODES = ("table", "one-class")
 ONE_CLASS_MODELS = ("ae", "dae", "conv-ae", "vae")
+# The VAE's scores the vmapped benchmark offers (IWAE's samples per example
+# are not batched over stacked models).
+ONE_CLASS_SCORES = {"vae": ("neg_elbo", "mse"), "ae": anomaly.AE_SCORES}
 DEFAULT_CONTAMINATION = 0.05
 N_WORST = 12
+# Model names in run.json (what `unsupjax runs` lists) and what each writes.
+RUN_MODELS = {"table": "anomaly-table", "one-class": "anomaly-one-class"}
+OUTPUTS = {"table": (base.SUMMARY_FILE, "scores.npy", "flags.csv", "roc.png"),
+           "one-class": (base.SUMMARY_FILE, "scores.npy", "roc.png", "worst.png",
+                         "metrics.jsonl", "status.json", "curves.png", "checkpoints")}
+# Defaults that depend on the mode (and, for one-class, the dataset).
+TABLE_EPOCHS, TABLE_BATCH, TABLE_HIDDEN = 20, 64, (16,)
+ONE_CLASS_EPOCHS = {"digits": 300}
+ONE_CLASS_EPOCHS_OTHER = 30
+ONE_CLASS_BATCH = {"digits": 32}
+ONE_CLASS_BATCH_OTHER = 128
+
+_TABLE = "table (the default mode)"
+_ONE_CLASS = "one-class"
+_THRESHOLD = "threshold"
+_TRAIN = "model, training and run"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--csv", default=None, metavar="FILE",
-                      help="a numeric CSV with a header row (tabular mode)")
-  parser.add_argument("--label-column", default=None,
-                      help="column of 0 (normal) / 1 (anomaly) labels: reported on, "
-                           "never trained on")
-  parser.add_argument("--drop-columns", nargs="+", default=[],
-                      help="columns to ignore (e.g. an id or a timestamp)")
-  _calibration_flags(parser)
-  parser.add_argument("--hidden", type=int, nargs="+", default=[16],
-                      help="encoder hidden widths of the tabular AE")
-  parser.add_argument("--latent-dim", type=int, default=None,
-                      help="code size of the tabular AE (default: 2, or 1 for 2 features); "
-                           "a narrow code keeps the AE from reconstructing anomalies too")
-  parser.add_argument("--compare", action="store_true",
-                      help="also fit IsolationForest and OneClassSVM (scikit-learn) "
-                           "on the same rows and report their AUROC")
-  _run_flags(parser, epochs=20, batch_size=64)
-  sub = parser.add_subparsers(dest="mode", metavar="MODE")
-  oc = sub.add_parser("one-class", help="the one-class benchmark on an image dataset",
-                      description="Train one model per class at once (vmap) and report "
-                                  "per-class AUROC.")
-  oc.add_argument("--dataset", default="digits",
-                  help="digits (default), mnist or fashion_mnist (any labelled TFDS "
-                       "image dataset with 10 classes works)")
-  oc.add_argument("--data-dir", default=None, help="TFDS data directory")
-  oc.add_argument("--no-download", action="store_true")
-  oc.add_argument("--model", choices=ONE_CLASS_MODELS, default="ae")
-  oc.add_argument("--score", default=None,
-                  help="anomaly score: mse (default) or bce for the AEs; neg_elbo "
-                       "(default) or mse for the VAE")
-  oc.add_argument("--hidden", type=int, nargs="+", default=None,
-                  help="hidden widths (default: the model's own)")
-  oc.add_argument("--latent-dim", type=int, default=None)
-  oc.add_argument("--loss", choices=autoencoder.LOSSES, default="bce",
-                  help="training loss of the AEs")
-  oc.add_argument("--noise-level", type=float, default=0.3,
-                  help="dae: standard deviation of the Gaussian corruption")
-  oc.add_argument("--classes", type=int, nargs="+", default=None,
-                  help="the normal classes to run (default: all)")
-  _calibration_flags(oc)
-  _run_flags(oc, epochs=None, batch_size=None)
+@dataclasses.dataclass(frozen=True)
+class AnomalyConfig:
+  mode: str = option("table", "table: score the rows of --csv (the default); one-class: "
+                     "the one-class benchmark on an image dataset", positional=True,
+                     choices=MODES)
+  csv: str | None = option(None, "a numeric CSV with a header row", metavar="FILE",
+                           group=_TABLE)
+  label_column: str | None = option(None, "column of 0 (normal) / 1 (anomaly) labels: "
+                                    "reported on, never trained on", group=_TABLE)
+  drop_columns: tuple[str, ...] = option((), "columns to ignore (e.g. an id or a "
+                                         "timestamp)", default_help="none", group=_TABLE)
+  compare: bool = option(False, "also fit IsolationForest and OneClassSVM (scikit-learn) on "
+                         "the same rows and report their AUROC", group=_TABLE)
+  dataset: str | None = option(None, "a labelled image dataset: digits, mnist, "
+                               "fashion_mnist, ...", default_help="digits", group=_ONE_CLASS)
+  data_dir: str | None = option(None, "TFDS data directory", scope="local",
+                                group=_ONE_CLASS)
+  download: bool = option(True, "download a TFDS dataset that is not prepared",
+                          scope="local", group=_ONE_CLASS)
+  model: str | None = option(None, "the model of each class", choices=ONE_CLASS_MODELS,
+                             default_help="ae", group=_ONE_CLASS)
+  score: str | None = option(None, "anomaly score: mse or bce for the AEs; neg_elbo or mse "
+                             "for the VAE", default_help="mse; neg_elbo for the VAE",
+                             group=_ONE_CLASS)
+  loss: str | None = option(None, "training loss of the AEs", choices=autoencoder.LOSSES,
+                            default_help="bce", group=_ONE_CLASS)
+  noise_level: float | None = option(None, "--model dae: standard deviation of the "
+                                     "Gaussian corruption", default_help="0.3",
+                                     group=_ONE_CLASS)
+  classes: tuple[int, ...] | None = option(None, "the normal classes to run",
+                                           default_help="all", group=_ONE_CLASS)
+  contamination: float | None = option(
+      None, "expected anomaly fraction of the training data: the threshold is that "
+      "quantile of the training scores", default_help=f"{DEFAULT_CONTAMINATION} unless "
+      "--target-fpr", group=_THRESHOLD)
+  target_fpr: float | None = option(None, "instead: the threshold with at most this "
+                                    "false-positive rate on a held-out split of the "
+                                    "(assumed normal) training data", group=_THRESHOLD)
+  validation_fraction: float = option(0.2, "the held-out fraction for --target-fpr",
+                                      group=_THRESHOLD)
+  hidden: tuple[int, ...] | None = option(None, "encoder hidden widths",
+                                          default_help="16 for a table; the model's own "
+                                          "for one-class", group=_TRAIN)
+  latent_dim: int | None = option(None, "code size; a narrow code keeps the AE from "
+                                  "reconstructing anomalies too", default_help="2 (1 for 2 "
+                                  "features) for a table; the model's own for one-class",
+                                  group=_TRAIN)
+  epochs: int | None = option(None, "training epochs", default_help=f"{TABLE_EPOCHS} for a "
+                              "table; one-class: 300 on digits, 30 otherwise", group=_TRAIN)
+  batch_size: int | None = option(None, "examples per step (per class for one-class)",
+                                  default_help=f"{TABLE_BATCH} for a table; one-class: 32 "
+                                  "on digits, 128 otherwise; at most the training rows "
+                                  "(of the smallest class)", group=_TRAIN)
+  learning_rate: float = option(1e-3, "Adam learning rate", flag="lr", group=_TRAIN)
+  seed: int = option(0, "seed of the run's PRNG key: same seed, same numbers", group=_TRAIN)
+  workdir: str | None = option(None, "output directory", scope="local",
+                               default_help="runs/anomaly-csv or runs/anomaly-DATASET",
+                               group=_TRAIN)
+  overwrite: bool = option(False, "replace the run already in --workdir", scope="local",
+                           group=_TRAIN)
+  cache_dir: str | None = option(None, "where decoded datasets are cached", scope="local",
+                                 default_help="$UNSUPJAX_CACHE_DIR or ~/.cache/unsupjax",
+                                 group=_TRAIN)
+  progress: bool = option(True, "a progress bar on stderr", scope="local", group=_TRAIN)
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"mode: expected one of {MODES}, got {self.mode!r}")
+    if self.mode == "one-class":
+      for name in ("csv", "label_column", "drop_columns", "compare"):
+        if getattr(self, name):
+          raise ValueError(f"{name}: scores a table; not used by `anomaly one-class`")
+    else:
+      for name in ("dataset", "data_dir", "model", "score", "loss", "noise_level", "classes"):
+        if getattr(self, name) is not None:
+          raise ValueError(f"{name}: only used by `anomaly one-class`")
+      if self.csv is None:
+        raise ValueError("csv: expected a CSV file, or the `one-class` mode")
+    if self.classes is not None and (not self.classes or len(set(self.classes)) !=
+                                     len(self.classes)):
+      raise ValueError(f"classes: expected distinct class labels, got {self.classes!r}")
+    for name in ("epochs", "batch_size", "latent_dim"):
+      v = getattr(self, name)
+      if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+    if self.hidden is not None and (not self.hidden or any(
+        isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden)):
+      raise ValueError(f"hidden: expected positive layer widths, got {self.hidden!r}")
+    if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0
+            and math.isfinite(self.learning_rate)):
+      raise ValueError(f"learning_rate: expected a positive number, got {self.learning_rate!r}")
+    check_seed(self.seed)
+    for name in ("contamination", "target_fpr", "validation_fraction"):
+      v = getattr(self, name)
+      if v is not None and not (isinstance(v, (int, float)) and 0.0 < v < 1.0):
+        raise ValueError(f"{name}: expected a fraction in (0, 1), got {v!r}")
+    if self.contamination is not None and self.target_fpr is not None:
+      raise ValueError("target_fpr: give either --contamination or --target-fpr, not both")
+    model = self.model or "ae"
+    if self.noise_level is not None:
+      if model != "dae":
+        raise ValueError(f"noise_level: only used by --model dae, got --model {model}")
+      if not 0.0 < self.noise_level <= 1.0:
+        raise ValueError(f"noise_level: expected a value in (0, 1], got {self.noise_level}")
+    if self.loss is not None and model == "vae":
+      raise ValueError("loss: the VAE trains on its ELBO; --loss is for the AEs")
+    allowed = ONE_CLASS_SCORES["vae" if model == "vae" else "ae"]
+    if self.score is not None and self.score not in allowed:
+      raise ValueError(f"score: expected one of {allowed} for --model {model}, got "
+                       f"{self.score!r}")
 
 
-def _calibration_flags(p: argparse.ArgumentParser) -> None:
-  g = p.add_argument_group("threshold")
-  g.add_argument("--contamination", type=float, default=None,
-                 help="expected anomaly fraction of the training data: the threshold "
-                      f"is that quantile of the training scores (default {DEFAULT_CONTAMINATION} "
-                      "unless --target-fpr)")
-  g.add_argument("--target-fpr", type=float, default=None,
-                 help="instead: the threshold with at most this false-positive rate on a "
-                      "held-out split of the (assumed normal) training data")
-  g.add_argument("--validation-fraction", type=float, default=0.2,
-                 help="the held-out fraction for --target-fpr")
+def _threshold_defaults(cfg: AnomalyConfig) -> dict[str, Any]:
+  if cfg.contamination is None and cfg.target_fpr is None:
+    return {"contamination": DEFAULT_CONTAMINATION}
+  return {}
 
 
-def _run_flags(p: argparse.ArgumentParser, epochs: int | None, batch_size: int) -> None:
-  g = p.add_argument_group("training and run")
-  g.add_argument("--epochs", type=int, default=epochs,
-                 help="epochs" + ("" if epochs else " (default: 30 on mnist-size data, "
-                                  "300 on digits)"))
-  g.add_argument("--batch-size", type=int, default=batch_size,
-                 help=f"examples per step (default: {batch_size or '128; 32 on digits'})")
-  g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-  g.add_argument("--seed", type=int, default=0)
-  g.add_argument("--workdir", default=None,
-                 help="output directory (default: runs/anomaly-DATASET or runs/anomaly-csv)")
-  g.add_argument("--cache-dir", default=None)
-  g.add_argument("--no-progress", action="store_true", help="no per-epoch lines")
-
-
-def _check_threshold_flags(args) -> None:
-  if args.contamination is not None and args.target_fpr is not None:
-    raise common.UsageError("--target-fpr: give either --contamination or --target-fpr, not both")
-  for flag, v in (("--contamination", args.contamination), ("--target-fpr", args.target_fpr),
-                  ("--validation-fraction", args.validation_fraction)):
-    if v is not None and not 0.0 < v < 1.0:
-      raise common.UsageError(f"{flag}: expected a fraction in (0, 1), got {v}")
-  if args.contamination is None and args.target_fpr is None:
-    args.contamination = DEFAULT_CONTAMINATION
-
-
-def _check_run_flags(args) -> None:
-  common.check_positive(args.epochs, "--epochs")
-  common.check_positive(args.batch_size, "--batch-size")
-  common.check_positive(args.lr, "--lr", float)
-  if args.cache_dir is None:
-    args.cache_dir = str(common.data_lib.default_cache_dir())
-
-
-def _workdir(path: str) -> pathlib.Path:
-  return common.writable_workdir(path)
-
-
-def run(args: argparse.Namespace) -> dict:
-  if args.mode == "one-class":
-    if args.csv is not None:
-      raise common.UsageError("--csv: not used with `anomaly one-class` (give one mode)")
-    return run_one_class(args)
-  if args.csv is None:
-    raise common.UsageError("--csv: expected a CSV file, or the `one-class` mode")
-  return run_csv(args)
+def run(cfg: AnomalyConfig) -> dict:
+  """Runs `unsupjax anomaly` to the end; returns its summary."""
+  return run_one_class(cfg) if cfg.mode == "one-class" else run_table(cfg)
 
 
 # --------------------------------------------------------------------------
-# Plots.
+# Plots and files.
 
 
 def save_roc(path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> None:
@@ -171,185 +218,229 @@ def save_roc(path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str)
   plt.close(fig)
 
 
+def _save_npy(path: pathlib.Path, array: np.ndarray) -> None:
+  tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+  np.save(tmp, array)
+  os.replace(tmp, path)
+
+
 # --------------------------------------------------------------------------
 # One-class benchmark.
 
 
-def _one_class_config(args):
-  if args.latent_dim is not None:
-    common.check_positive(args.latent_dim, "--latent-dim")
-  for h in args.hidden or ():
-    common.check_positive(h, "--hidden")
-  if args.model == "vae":
-    kw = {"learning_rate": args.lr}
-    if args.hidden:
-      kw["hidden"] = tuple(args.hidden)
-    if args.latent_dim:
-      kw["latent_dim"] = args.latent_dim
-    config = vae.VAEConfig(**kw)
-    scores = anomaly.VAE_SCORES
-    score = args.score or "neg_elbo"
-    if score == "iwae":
-      raise common.UsageError("--score: iwae is not offered in the vmapped benchmark "
-                              "(use neg_elbo or mse)")
-  else:
-    kw = {"arch": "conv" if args.model == "conv-ae" else "dense", "learning_rate": args.lr,
-          "loss": args.loss}
-    if args.hidden:
-      kw["hidden"] = tuple(args.hidden)
-    if args.latent_dim:
-      kw["latent_dim"] = args.latent_dim
-    if args.model == "dae":
-      if not 0.0 < args.noise_level <= 1.0:
-        raise common.UsageError(
-            f"--noise-level: expected a value in (0, 1], got {args.noise_level}")
-      kw.update(corruption="gaussian", noise_level=args.noise_level)
-    config = autoencoder.AEConfig(**kw)
-    scores = anomaly.AE_SCORES
-    score = args.score or "mse"
-  if score not in scores:
-    raise common.UsageError(f"--score: expected one of {scores} for --model {args.model}, "
-                            f"got {score!r}")
-  return config, score
+def one_class_model_config(cfg: AnomalyConfig):
+  """The AEConfig / VAEConfig of every class's model (cfg resolved)."""
+  kw: dict[str, Any] = {k: v for k, v in (("hidden", cfg.hidden),
+                                          ("latent_dim", cfg.latent_dim)) if v is not None}
+  try:
+    if cfg.model == "vae":
+      return vae.VAEConfig(learning_rate=cfg.learning_rate, **kw)
+    kw.update(arch="conv" if cfg.model == "conv-ae" else "dense",
+              learning_rate=cfg.learning_rate, loss=cfg.loss)
+    if cfg.model == "dae":
+      kw.update(corruption="gaussian", noise_level=cfg.noise_level)
+    return autoencoder.AEConfig(**kw)
+  except ValueError as e:
+    raise flag_error(AnomalyConfig, e) from None
 
 
-def run_one_class(args: argparse.Namespace) -> dict:
+def resolve_one_class(cfg: AnomalyConfig) -> AnomalyConfig:
+  """cfg with the one-class defaults filled in (batch_size stays None:
+  it depends on the smallest class)."""
+  from unsupjax import data as data_lib
+  dataset = cfg.dataset or "digits"
+  model = cfg.model or "ae"
+  changes: dict[str, Any] = dict(
+      dataset=dataset, model=model, **_threshold_defaults(cfg),
+      epochs=cfg.epochs or ONE_CLASS_EPOCHS.get(dataset, ONE_CLASS_EPOCHS_OTHER),
+      score=cfg.score or ("neg_elbo" if model == "vae" else "mse"),
+      workdir=cfg.workdir or os.path.join("runs", f"anomaly-{dataset}"),
+      cache_dir=cfg.cache_dir or str(data_lib.default_cache_dir()))
+  if model != "vae":
+    changes["loss"] = cfg.loss or "bce"
+  if model == "dae" and cfg.noise_level is None:
+    changes["noise_level"] = 0.3
+  cfg = dataclasses.replace(cfg, **changes)
+  model_cfg = one_class_model_config(cfg)
+  return dataclasses.replace(cfg, hidden=tuple(model_cfg.hidden),
+                             latent_dim=int(model_cfg.latent_dim))
+
+
+def run_one_class(cfg: AnomalyConfig) -> dict:
+  from unsupjax import plots, training
+  from unsupjax.tasks import watch
   t_start = time.perf_counter()
-  if args.epochs is None:
-    args.epochs = 300 if args.dataset == "digits" else 30
-  if args.batch_size is None:
-    args.batch_size = 32 if args.dataset == "digits" else 128
-  _check_run_flags(args)
-  _check_threshold_flags(args)
-  config, score = _one_class_config(args)
-  ns = argparse.Namespace(dataset=args.dataset, data_dir=args.data_dir,
-                          no_download=args.no_download, cache_dir=args.cache_dir,
-                          batch_size=1)
-  train_ds, test_ds = common.load_splits(ns, config.check_input_shape, args.model)
+  cfg = resolve_one_class(cfg)
+  config = one_class_model_config(cfg)
+  workdir = base.claim_workdir(RUN_MODELS["one-class"], cfg.workdir, cfg.overwrite,
+                          OUTPUTS["one-class"])
+  try:
+    train_ds, test_ds = base.load_splits(cfg)
+  except UsageError as e:               # "dataset: ..." -> "--dataset: ..."
+    raise flag_error(AnomalyConfig, e) from None
   if train_ds.y is None or test_ds.y is None:
-    raise common.UsageError(f"--dataset: {args.dataset} has no labels; the one-class "
-                            "protocol needs them to define normal and anomalous")
-  classes = sorted(set(np.unique(train_ds.y).tolist())) if args.classes is None else args.classes
-  unknown = sorted(set(classes) - set(np.unique(train_ds.y).tolist()))
+    raise UsageError(f"--dataset: {cfg.dataset} has no labels; the one-class protocol "
+                     "needs them to define normal and anomalous")
+  labels_present = sorted(set(np.unique(train_ds.y).tolist()))
+  classes = list(cfg.classes) if cfg.classes is not None else labels_present
+  unknown = sorted(set(classes) - set(labels_present))
   if unknown:
-    raise common.UsageError(f"--classes: {unknown} not among the labels of {args.dataset}")
+    raise UsageError(f"--classes: {unknown} not among the labels of {cfg.dataset}")
+  try:
+    config.check_input_shape(train_ds.image_shape)
+  except ValueError as e:
+    raise UsageError(f"--dataset: {cfg.dataset} images {train_ds.image_shape} do not fit "
+                     f"--model {cfg.model}: {e}") from None
+  _, counts = anomaly.class_rows(train_ds.y, classes)
+  fit_counts = counts - (np.ceil(cfg.validation_fraction * counts).astype(int)
+                         if cfg.target_fpr is not None else 0)
+  smallest = int(fit_counts.min())
+  if smallest < 1:
+    raise UsageError(f"--validation-fraction: a class with {int(counts.min())} training "
+                     f"images keeps none to train on after holding out {cfg.validation_fraction}")
+  cfg = dataclasses.replace(cfg, classes=tuple(int(c) for c in classes))
+  if cfg.batch_size is None:
+    default = ONE_CLASS_BATCH.get(cfg.dataset, ONE_CLASS_BATCH_OTHER)
+    cfg = dataclasses.replace(cfg, batch_size=min(default, smallest))
+  elif cfg.batch_size > smallest:
+    raise UsageError(f"--batch-size: expected at most {smallest} (training images of the "
+                     f"smallest class), got {cfg.batch_size}")
+  base.start_run(RUN_MODELS["one-class"], cfg, workdir, OUTPUTS["one-class"])
+
   flat = getattr(config, "arch", "dense") == "dense"
   as_input = (lambda ds: ds.flat()) if flat else (lambda ds: ds.x)
-  train_x, test_x = as_input(train_ds), as_input(test_ds)
-  xs, counts = anomaly.one_class_data(train_x, train_ds.y, classes)
-  fit_counts = counts - (np.ceil(args.validation_fraction * counts).astype(int)
-                         if args.target_fpr is not None else 0)
-  if args.batch_size > fit_counts.min():
-    raise common.UsageError(f"--batch-size: expected at most {fit_counts.min()} (training "
-                            f"images of the smallest class), got {args.batch_size}")
-  workdir = _workdir(args.workdir or os.path.join("runs", f"anomaly-{args.dataset}"))
-  record = {"model": "anomaly-one-class", "config": {
-      "dataset": args.dataset, "model": args.model, "score": score,
-      "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-      "classes": list(classes), "contamination": args.contamination,
-      "target_fpr": args.target_fpr, "model_config": _config_dict(config)}}
-  (workdir / common.RUN_FILE).write_text(json.dumps(record, indent=2))
-
-  result = anomaly.one_class_benchmark(
-      config, score, xs, counts, test_x, test_ds.y, classes, epochs=args.epochs,
-      batch_size=args.batch_size, seed=args.seed, contamination=args.contamination,
-      target_fpr=args.target_fpr, validation_fraction=args.validation_fraction,
-      log=None if args.no_progress else print, metrics_path=workdir / "metrics.jsonl")
-  np.save(workdir / "scores.npy", result.pop("scores"))
-  labels = result.pop("labels")
-  scores = np.load(workdir / "scores.npy")
+  monitor = watch.Monitor(workdir, RUN_MODELS["one-class"], cfg)
+  try:
+    result = anomaly.one_class_benchmark(
+        config, cfg.score, as_input(train_ds), train_ds.y, as_input(test_ds), test_ds.y,
+        classes, key=run_key(cfg.seed), epochs=cfg.epochs, batch_size=cfg.batch_size,
+        contamination=cfg.contamination, target_fpr=cfg.target_fpr,
+        validation_fraction=cfg.validation_fraction, workdir=workdir,
+        checkpoint_every=cfg.epochs, progress=cfg.progress,
+        desc=f"one-class {cfg.dataset}", observers=[monitor.observe],
+        progress_keys=("train_loss",))
+  except training.TrainingDiverged as e:
+    monitor.stop("diverged", str(e), epoch=e.epoch, last_checkpoint=e.last_checkpoint)
+    raise
+  except ValueError as e:
+    monitor.stop("interrupted", str(e))
+    raise flag_error(AnomalyConfig, e) from None
+  except BaseException as e:
+    monitor.stop("interrupted", type(e).__name__)
+    raise
+  scores, labels = result.pop("scores"), result.pop("labels")
+  result.pop("state")
+  _save_npy(workdir / "scores.npy", scores)
   save_roc(workdir / "roc.png",
            {f"{c} (AUROC {a:.3f})": (scores[i], labels[i])
             for i, (c, a) in enumerate(zip(classes, result["auroc_per_class"]))},
-           f"one-class {args.dataset}, {args.model}: mean AUROC {result['auroc_mean']:.3f}")
+           f"one-class {cfg.dataset}, {cfg.model}: mean AUROC {result['auroc_mean']:.3f}")
   worst = np.argsort(-scores, axis=1)[:, :N_WORST]
   plots.save_image_grid(workdir / "worst.png", [test_ds.x[w] for w in worst])
-  summary = {"mode": "one-class", **record["config"], **result,
+  summary = {"mode": "one-class", "dataset": cfg.dataset, "model": cfg.model,
+             "score": cfg.score, "config": config_lib.to_record(cfg), **result,
              "wall_seconds": time.perf_counter() - t_start,
-             "device": common.device_description()}
-  common.write_summary(workdir, summary)
-  print(f"one-class {args.dataset} ({args.model}, score {score}): mean AUROC "
+             "device": base.device_description()}
+  base.write_json(workdir / base.SUMMARY_FILE, summary)
+  monitor.finish(summary)
+  print(f"one-class {cfg.dataset} ({cfg.model}, score {cfg.score}): mean AUROC "
         f"{summary['auroc_mean']:.4f} over {len(classes)} classes; training "
         f"{summary['train_seconds']:.1f} s (vmapped), total {summary['wall_seconds']:.1f} s "
         f"-> {workdir}")
   return summary
 
 
-def _config_dict(config) -> dict:
-  import dataclasses
-  return {k: list(v) if isinstance(v, tuple) else v
-          for k, v in dataclasses.asdict(config).items()}
-
-
 # --------------------------------------------------------------------------
-# Tabular CSV.
+# A table.
 
 
-def run_csv(args: argparse.Namespace) -> dict:
-  t_start = time.perf_counter()
-  _check_run_flags(args)
-  _check_threshold_flags(args)
-  for h in args.hidden:
-    common.check_positive(h, "--hidden")
-  if args.latent_dim is not None:
-    common.check_positive(args.latent_dim, "--latent-dim")
-  if args.label_column is not None and args.label_column in args.drop_columns:
-    raise common.UsageError(f"--drop-columns: {args.label_column!r} is the --label-column")
+def _read_table(cfg: AnomalyConfig):
+  from unsupjax import tables
   try:
-    x, y, features = read_numeric_csv(args.csv, args.label_column, tuple(args.drop_columns))
-  except CSVError as e:
-    raise common.UsageError(f"--csv: {e}") from None
-  if y is not None and (y.min() == y.max()):
-    raise common.UsageError(f"--label-column: {args.label_column!r} holds only "
-                            f"{int(y[0])}s; AUROC needs both normal (0) and anomalous (1) rows")
-  latent = args.latent_dim or max(1, min(2, len(features) - 1))
-  config = autoencoder.AEConfig(hidden=tuple(args.hidden), latent_dim=latent,
-                                learning_rate=args.lr, loss="mse")
-  n_fit = len(x) - (int(np.ceil(args.validation_fraction * len(x)))
-                    if args.target_fpr is not None else 0)
-  if args.batch_size > n_fit:
-    raise common.UsageError(f"--batch-size: expected at most {n_fit} (training rows), "
-                            f"got {args.batch_size}")
-  workdir = _workdir(args.workdir or os.path.join("runs", "anomaly-csv"))
-  det = AnomalyDetector(config, standardize=True, contamination=args.contamination,
-                        target_fpr=args.target_fpr,
-                        validation_fraction=args.validation_fraction,
-                        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    return tables.read_table(cfg.csv, kind="csv", label_column=cfg.label_column,
+                             drop_columns=list(cfg.drop_columns), label_values=(0, 1))
+  except tables.TableError as e:
+    flag = {"label_column": "--label-column", "drop_columns": "--drop-columns"}
+    raise UsageError(f"{flag.get(e.argument, '--csv')}: {e.message}") from None
+
+
+def run_table(cfg: AnomalyConfig) -> dict:
+  t_start = time.perf_counter()
+  cfg = dataclasses.replace(cfg, epochs=cfg.epochs or TABLE_EPOCHS,
+                            hidden=cfg.hidden or TABLE_HIDDEN, **_threshold_defaults(cfg),
+                            workdir=cfg.workdir or os.path.join("runs", "anomaly-csv"))
+  workdir = base.claim_workdir(RUN_MODELS["table"], cfg.workdir, cfg.overwrite, OUTPUTS["table"])
+  table = _read_table(cfg)
+  if table.report:
+    print(table.report)
+  x, y, features = table.x, table.y, list(table.names)
+  if y is not None and y.min() == y.max():
+    raise UsageError(f"--label-column: {cfg.label_column!r} holds only {int(y[0])}s; AUROC "
+                     "needs both normal (0) and anomalous (1) rows")
+  n_val = int(np.ceil(cfg.validation_fraction * len(x))) if cfg.target_fpr is not None else 0
+  n_fit = len(x) - n_val
+  if cfg.target_fpr is not None and min(n_val, n_fit) < 2:
+    raise UsageError(f"--csv: {cfg.csv}: {len(x)} rows are too few to hold out "
+                     f"--validation-fraction {cfg.validation_fraction} for --target-fpr "
+                     "(at least 2 rows each to fit and to calibrate)")
+  if cfg.batch_size is None:
+    cfg = dataclasses.replace(cfg, batch_size=max(1, min(TABLE_BATCH, n_fit)))
+  elif cfg.batch_size > n_fit:
+    raise UsageError(f"--batch-size: expected at most {n_fit} (training rows), got "
+                     f"{cfg.batch_size}")
+  if cfg.latent_dim is None:
+    cfg = dataclasses.replace(cfg, latent_dim=max(1, min(2, len(features) - 1)))
+  try:
+    config = autoencoder.AEConfig(hidden=cfg.hidden, latent_dim=cfg.latent_dim,
+                                  learning_rate=cfg.learning_rate, loss="mse")
+  except ValueError as e:
+    raise flag_error(AnomalyConfig, e) from None
+  base.start_run(RUN_MODELS["table"], cfg, workdir, OUTPUTS["table"])
+  det = anomaly.AnomalyDetector(config, standardize=True, contamination=cfg.contamination,
+                                target_fpr=cfg.target_fpr,
+                                validation_fraction=cfg.validation_fraction,
+                                epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
   t0 = time.perf_counter()
-  det.fit(x)
+  try:
+    det.fit(x)
+  except ValueError as e:
+    if str(e).startswith("X: "):       # the rows themselves
+      raise UsageError(f"--csv: {cfg.csv}: {str(e)[3:]}") from None
+    raise flag_error(AnomalyConfig, e) from None
   fit_seconds = time.perf_counter() - t0
   scores = det.score_samples(x)
   flags = (scores > det.threshold_).astype(np.int32)
-  np.save(workdir / "scores.npy", scores)
-  with open(workdir / "flags.csv", "w") as f:
+  _save_npy(workdir / "scores.npy", scores)
+  tmp = workdir / f".flags.csv.{os.getpid()}.tmp"
+  with open(tmp, "w") as f:
     f.write("row,score,flag" + (",label" if y is not None else "") + "\n")
     for i in range(len(x)):
-      f.write(f"{i},{scores[i]:.6g},{flags[i]}" + (f",{y[i]}" if y is not None else "") + "\n")
-  summary = {"mode": "csv", "csv": str(args.csv), "rows": int(len(x)),
-             "features": features, "label_column": args.label_column,
-             "config": {"hidden": list(config.hidden), "latent_dim": latent,
-                        "epochs": args.epochs, "batch_size": args.batch_size,
-                        "lr": args.lr, "seed": args.seed},
-             "threshold": float(det.threshold_), "calibration": det.calibration_,
-             "flagged": int(flags.sum()), "flagged_fraction": float(flags.mean()),
-             "fit_seconds": fit_seconds}
+      f.write(f"{table.rows[i]},{scores[i]:.6g},{flags[i]}" +
+              (f",{y[i]}" if y is not None else "") + "\n")
+  os.replace(tmp, workdir / "flags.csv")
+  summary = {"mode": "table", "csv": str(cfg.csv), "rows": int(len(x)),
+             "dropped": table.report.as_dict(), "features": features,
+             "label_column": cfg.label_column, "config": config_lib.to_record(cfg),
+             "epochs": cfg.epochs, "threshold": float(det.threshold_),
+             "calibration": det.calibration_, "flagged": int(flags.sum()),
+             "flagged_fraction": float(flags.mean()), "fit_seconds": fit_seconds}
   if y is not None:
     realised = anomaly.rates(scores, y, det.threshold_)
     summary.update({"auroc": float(anomaly.auroc(scores, y)),
                     "average_precision": anomaly.average_precision(scores, y),
                     **{f"realised_{k}": v for k, v in realised.items()}})
     curves = {f"autoencoder (AUROC {summary['auroc']:.3f})": (scores, y)}
-    if args.compare:
+    if cfg.compare:
       summary["baselines"] = {}
-      for name, s in baseline_scores(x, args.seed).items():
+      for name, s in baseline_scores(x, cfg.seed).items():
         a = float(anomaly.auroc(s, y))
         summary["baselines"][name] = {"auroc": a,
                                       "average_precision": anomaly.average_precision(s, y)}
         curves[f"{name} (AUROC {a:.3f})"] = (s, y)
-    save_roc(workdir / "roc.png", curves, f"{pathlib.Path(args.csv).name}")
+    save_roc(workdir / "roc.png", curves, pathlib.Path(cfg.csv).name)
   summary["wall_seconds"] = time.perf_counter() - t_start
-  common.write_summary(workdir, summary)
-  line = (f"anomaly --csv {args.csv}: {summary['flagged']} of {len(x)} rows flagged "
+  base.write_json(workdir / base.SUMMARY_FILE, summary)
+  line = (f"anomaly --csv {cfg.csv}: {summary['flagged']} of {len(x)} rows flagged "
           f"(threshold {det.threshold_:.4g})")
   if y is not None:
     line += (f"; AUROC {summary['auroc']:.4f}, AP {summary['average_precision']:.4f}, "
@@ -372,3 +463,6 @@ def baseline_scores(x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
   svm = OneClassSVM().fit(z)
   return {"isolation_forest": -iso.score_samples(z),
           "one_class_svm": -svm.score_samples(z)}
+
+
+COMMAND = base.Command("anomaly", HELP, AnomalyConfig, run)

@@ -24,8 +24,9 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -206,7 +207,7 @@ def load_splits(cfg) -> tuple[data_lib.Dataset, data_lib.Dataset]:
     te = data_lib.load(cfg.dataset, "test", **kw)
   except data_lib.DatasetError as e:
     msg = str(e)
-    raise UsageError(msg if msg.startswith(("dataset:", "split:"))
+    raise UsageError("--" + msg if msg.startswith(("dataset:", "split:"))
                      else f"--dataset: {msg}") from None
   return tr, te
 
@@ -346,8 +347,6 @@ def check_workdir(task: Task, cfg) -> tuple[pathlib.Path, dict | None]:
 def prepare_workdir(task: Task, cfg, workdir: pathlib.Path, previous: dict | None) -> None:
   """Clears a replaced run (--overwrite) and writes run.json, on process 0;
   the other processes wait until it has."""
-  import shutil
-
   import jax
   writable_workdir(workdir)
   parallel.sync_processes("unsupjax:workdir-checked")
@@ -365,6 +364,69 @@ def prepare_workdir(task: Task, cfg, workdir: pathlib.Path, previous: dict | Non
           p.unlink()
     write_json(workdir / RUN_FILE, run_record(task, cfg, previous if cfg.resume else None))
   parallel.sync_processes("unsupjax:workdir-ready")
+
+
+# Commands that are not `train` (k-means, anomaly): one output set, no resume.
+
+
+def _owner(workdir: pathlib.Path) -> str | None:
+  """The model of the run in `workdir`: run.json's, or (a directory an
+  earlier version wrote) summary.json's "command"."""
+  record = read_record(workdir)
+  if record is not None:
+    return record.get("model")
+  try:
+    summary = json.loads((workdir / SUMMARY_FILE).read_text())
+  except (OSError, ValueError):
+    return None
+  return summary.get("command") if isinstance(summary, dict) else None
+
+
+def claim_workdir(name: str, path: str, overwrite: bool,
+                  outputs: Sequence[str]) -> pathlib.Path:
+  """Checks, before anything is read or written, that command `name` may
+  write into --workdir `path`: a directory holding a run record or any of
+  `outputs` needs --overwrite, and must hold a run of `name` (a run of
+  anything else, or files of unknown origin, are never touched). A
+  directory that does not exist yet is only created by `start_run`."""
+  workdir = pathlib.Path(path)
+  if workdir.exists() and not workdir.is_dir():
+    raise UsageError(f"--workdir: expected a directory, got the file {str(workdir)!r}")
+  found = [n for n in (RUN_FILE, *outputs) if (workdir / n).exists()]
+  if found:
+    owner = _owner(workdir)
+    if owner != name:
+      what = f"a run of {owner!r}" if owner else f"{', '.join(found)} of no known run"
+      raise UsageError(f"--workdir: {workdir} holds {what}, not of {name!r}; choose "
+                       "another --workdir")
+    if not overwrite:
+      raise UsageError(f"--workdir: {workdir} already holds a {name} run; pass "
+                       "--overwrite to replace it, or choose another --workdir")
+  if workdir.is_dir():
+    writable_workdir(workdir)
+  else:
+    parent = next(p for p in workdir.absolute().parents if p.exists())
+    if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+      raise UsageError(f"--workdir: expected a writable directory, got {str(workdir)!r} "
+                       f"({parent} is not writable)")
+  return workdir
+
+
+def start_run(name: str, cfg: Any, workdir: pathlib.Path, outputs: Sequence[str]) -> None:
+  """Creates `workdir`, removes the replaced run's `outputs` (after
+  `claim_workdir` allowed it) and writes run.json: {"model": name,
+  "config": cfg's record, ...}."""
+  writable_workdir(workdir)
+  for n in outputs:
+    p = workdir / n
+    if p.is_dir():
+      shutil.rmtree(p)
+    elif p.exists():
+      p.unlink()
+  from unsupjax import __version__
+  write_json(workdir / RUN_FILE,
+                  {"model": name, "config": config_lib.to_record(cfg), "created": time.time(),
+                   "version": __version__})
 
 
 def run_record(task: Task, cfg, previous: dict | None = None) -> dict:

@@ -1,182 +1,185 @@
 """`unsupjax kmeans`: cluster a dataset, a CSV table or a .npy matrix.
 
-Sources (exactly one): `--dataset NAME` (digits or a TFDS image dataset;
-images are flattened), `--csv FILE [--columns ...]` (numeric columns,
-standardised; rows with missing values are reported and skipped; prints a
-per-cluster profile: size and mean of each column in the CSV's units), or
-`--npy FILE` (a 2-D float matrix such as text embeddings, usually with
-`--metric cosine`).
+Sources (at most one): `--dataset NAME` (digits or a TFDS image dataset;
+images are flattened; digits when no source is given), `--csv FILE
+[--columns ...]` (numeric columns, standardised; `unsupjax.tables` reads
+it and says what it dropped; prints a per-cluster profile: size and mean
+of each column in the CSV's units), or `--npy FILE` (a 2-D float matrix
+such as text embeddings, usually with `--metric cosine`).
 
 Prints inertia, iterations and time, and, when the data has labels,
 clustering accuracy (Hungarian matching), NMI and ARI. Writes to --workdir
+`run.json` (model "kmeans", the settings, as `unsupjax runs` reads them),
 `summary.json`, `centroids.png` (image data) and `assignments.csv` (CSV and
-.npy data: row, cluster).
+.npy data: row, cluster). A --workdir that holds a run is replaced only
+with --overwrite.
+
+`base.claim_workdir` and `base.start_run` are the work-directory rules of the
+commands that are not `train` (this one and `unsupjax anomaly`).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
+import dataclasses
 import math
 import os
 import pathlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from unsupjax.tasks.common import UsageError
+from unsupjax import config as config_lib
+from unsupjax.config import UsageError, option
+from unsupjax.rng import check_seed
+from unsupjax.tasks import base
 
 HELP = "k-means clustering of a dataset, a CSV table or a .npy matrix"
-
+NAME = "kmeans"
 DEFAULT_K = 8
 DEFAULT_EPOCHS = 10  # passes over the data with --minibatch
+INITS = ("k-means++", "k-means||", "random")    # unsupjax.kmeans.INITS
+METRICS = ("euclidean", "cosine")               # unsupjax.kmeans.METRICS
+# What a k-means run writes (what --overwrite replaces), besides run.json.
+OUTPUTS = (base.SUMMARY_FILE, "centroids.png", "assignments.csv")
+
+_SOURCE = "data (one of --dataset, --csv, --npy)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  src = parser.add_argument_group("data (one of --dataset, --csv, --npy)")
-  src.add_argument("--dataset", default=None,
-                   help="'digits' or a TFDS image dataset: mnist, fashion_mnist, ...")
-  src.add_argument("--split", default="train",
-                   help="dataset split (digits: train, test or all)")
-  src.add_argument("--data-dir", default=None, help="TFDS data directory")
-  src.add_argument("--no-download", action="store_true",
-                   help="never try to download a dataset that is not prepared")
-  src.add_argument("--cache-dir", default=None,
-                   help="where decoded datasets are cached")
-  src.add_argument("--csv", default=None, metavar="FILE",
-                   help="a CSV file with a header row; numeric columns are "
-                        "standardised and clustered")
-  src.add_argument("--columns", nargs="+", default=None,
-                   help="CSV columns to use (default: every numeric column)")
-  src.add_argument("--npy", default=None, metavar="FILE",
-                   help="a .npy file holding f32[n, d] vectors")
-  m = parser.add_argument_group("k-means")
-  m.add_argument("--k", type=int, default=DEFAULT_K, help="number of clusters")
-  m.add_argument("--init", default="k-means++", choices=("k-means++", "k-means||", "random"))
-  m.add_argument("--n-init", type=int, default=None,
-                 help="restarts, run vectorized; the lowest inertia wins "
-                      "(default: 1 for k-means++, 10 for random, like scikit-learn)")
-  m.add_argument("--metric", default="euclidean", choices=("euclidean", "cosine"),
-                 help="cosine: spherical k-means on L2-normalised rows")
-  m.add_argument("--max-iter", type=int, default=300)
-  m.add_argument("--tol", type=float, default=1e-4,
-                 help="relative to the mean per-feature variance (scikit-learn's)")
-  m.add_argument("--minibatch", type=int, default=None, metavar="BATCH",
-                 help="mini-batch k-means with this batch size instead of Lloyd")
-  m.add_argument("--epochs", type=int, default=None,
-                 help=f"passes over the data with --minibatch (default {DEFAULT_EPOCHS})")
-  m.add_argument("--seed", type=int, default=0,
-                 help="seed of the PRNG key: same seed, same clustering")
-  parser.add_argument("--workdir", default=None,
-                      help="output directory (default: runs/kmeans-SOURCE)")
-  parser.add_argument("--parallel", choices=("none", "sharded"), default=None,
-                      help="Lloyd's rows split over every device (sharded; the "
-                           "default when more than one device is visible)")
+@dataclasses.dataclass(frozen=True)
+class KMeansConfig:
+  dataset: str | None = option(None, "'digits' or a TFDS image dataset: mnist, "
+                               "fashion_mnist, ...", default_help="digits, when neither "
+                               "--csv nor --npy is given", group=_SOURCE)
+  split: str = option("train", "dataset split (digits: train, test or all)", group=_SOURCE)
+  data_dir: str | None = option(None, "TFDS data directory", scope="local", group=_SOURCE)
+  download: bool = option(True, "download a TFDS dataset that is not prepared",
+                          scope="local", group=_SOURCE)
+  cache_dir: str | None = option(None, "where decoded datasets are cached", scope="local",
+                                 default_help="$UNSUPJAX_CACHE_DIR or ~/.cache/unsupjax",
+                                 group=_SOURCE)
+  csv: str | None = option(None, "a CSV file with a header row; numeric columns are "
+                           "standardised and clustered", metavar="FILE", group=_SOURCE)
+  columns: tuple[str, ...] | None = option(None, "CSV columns to use",
+                                           default_help="every numeric column",
+                                           group=_SOURCE)
+  npy: str | None = option(None, "a .npy file holding f32[n, d] vectors", metavar="FILE",
+                           group=_SOURCE)
+  k: int = option(DEFAULT_K, "number of clusters", group="k-means")
+  init: str = option("k-means++", "initialisation", choices=INITS, group="k-means")
+  n_init: int | None = option(None, "restarts, run vectorized; the lowest inertia wins",
+                              default_help="1 for k-means++ and k-means||, 10 for random, "
+                              "like scikit-learn", group="k-means")
+  metric: str = option("euclidean", "cosine: spherical k-means on L2-normalised rows",
+                       choices=METRICS, group="k-means")
+  max_iter: int = option(300, "Lloyd iterations at most", group="k-means")
+  tol: float = option(1e-4, "convergence tolerance, relative to the mean per-feature "
+                      "variance (scikit-learn's)", group="k-means")
+  minibatch: int | None = option(None, "mini-batch k-means with this batch size instead "
+                                 "of Lloyd", metavar="BATCH", group="k-means")
+  epochs: int | None = option(None, "passes over the data with --minibatch",
+                              default_help=str(DEFAULT_EPOCHS), group="k-means")
+  seed: int = option(0, "seed of the run's PRNG key: same seed, same clustering",
+                     group="k-means")
+  workdir: str | None = option(None, "output directory", scope="local",
+                               default_help="runs/kmeans-SOURCE", group="run")
+  overwrite: bool = option(False, "replace the run already in --workdir", scope="local",
+                           group="run")
+  parallel: str | None = option(None, "Lloyd's rows split over every device (sharded)",
+                                choices=("none", "sharded"), scope="local",
+                                default_help="sharded when more than one device is visible",
+                                group="run")
+
+  def __post_init__(self):
+    given = [n for n in ("dataset", "csv", "npy") if getattr(self, n) is not None]
+    if len(given) > 1:
+      raise ValueError(f"{given[1]}: expected one data source, got both --{given[0]} "
+                       f"and --{given[1]}")
+    if self.columns is not None and self.csv is None:
+      raise ValueError("columns: only applies with --csv")
+    for name in ("k", "n_init", "max_iter", "minibatch", "epochs"):
+      v = getattr(self, name)
+      if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+    if not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol >= 0):
+      raise ValueError(f"tol: expected a number >= 0, got {self.tol!r}")
+    if self.epochs is not None and self.minibatch is None:
+      raise ValueError("epochs: only applies with --minibatch")
+    if self.minibatch is not None and self.minibatch < self.k:
+      raise ValueError(f"minibatch: expected at least --k = {self.k} rows (the first "
+                       f"batch seeds the centroids), got {self.minibatch}")
+    if self.parallel == "sharded" and self.minibatch is not None:
+      raise ValueError("parallel: sharded k-means runs Lloyd's algorithm; drop "
+                       "--minibatch or use --parallel none")
+    check_seed(self.seed)
+
+  @property
+  def source(self) -> str:
+    return "csv" if self.csv is not None else "npy" if self.npy is not None else "dataset"
 
 
 # ----------------------------------------------------------------------------
-# Validation and data.
+# Work directories of the commands that are not `train`.
 
 
-def _positive(value, flag: str) -> None:
-  if value is not None and (not isinstance(value, int) or value < 1):
-    raise UsageError(f"{flag}: expected a positive integer, got {value!r}")
+# ----------------------------------------------------------------------------
+# Data.
 
 
-def _check_args(args: argparse.Namespace) -> str:
-  """Checks flags that need no data; returns the source kind."""
-  given = [f for f, v in (("--dataset", args.dataset), ("--csv", args.csv),
-                          ("--npy", args.npy)) if v is not None]
-  if len(given) > 1:
-    raise UsageError(f"{given[1]}: expected one data source, got both "
-                     f"{given[0]} and {given[1]}")
-  if args.columns is not None and args.csv is None:
-    raise UsageError("--columns: only applies with --csv")
-  for flag in ("k", "n_init", "max_iter", "minibatch", "epochs"):
-    _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
-  if not (math.isfinite(args.tol) and args.tol >= 0):
-    raise UsageError(f"--tol: expected a number >= 0, got {args.tol!r}")
-  if args.epochs is not None and args.minibatch is None:
-    raise UsageError("--epochs: only applies with --minibatch")
-  for flag, path in (("--csv", args.csv), ("--npy", args.npy)):
-    if path is not None and not os.path.isfile(path):
-      raise UsageError(f"{flag}: expected an existing file, got {path!r}")
-  if not given:
-    args.dataset = "digits"
-  return "csv" if args.csv else "npy" if args.npy else "dataset"
-
-
-def _read_csv(path: str, columns: list[str] | None):
-  """(x f64[n, d], names, kept row numbers, skipped row numbers): the numeric
-  columns (or `columns`), rows with a missing value skipped (and reported)."""
-  from unsupjax import data as data_lib
+def _read_table(path: str, kind: str, columns: Sequence[str] | None):
+  """`tables.read_table` of the --csv or --npy file, its errors naming the flag."""
+  from unsupjax import tables
   try:
-    header, rows = data_lib.read_csv_rows(path)
-  except data_lib.CSVError as e:
-    raise UsageError(f"--csv: {e}") from None
-
-  def column(j: int) -> np.ndarray | None:
-    try:
-      return data_lib.csv_column(rows, j, header[j])
-    except data_lib.CSVError:
-      return None
-
-  if columns is None:
-    values = {j: v for j in range(len(header)) if (v := column(j)) is not None}
-    if not values:
-      raise UsageError(f"--csv: {path} has no numeric column (columns: "
-                       f"{', '.join(header)})")
-  else:
-    missing = [c for c in columns if c not in header]
-    if missing:
-      raise UsageError(f"--columns: {', '.join(missing)} not in {path} "
-                       f"(columns: {', '.join(header)})")
-    values = {header.index(c): column(header.index(c)) for c in columns}
-    bad = [header[j] for j, v in values.items() if v is None]
-    if bad:
-      raise UsageError(f"--columns: expected numeric columns, {', '.join(bad)} "
-                       "holds text")
-  x = np.stack(list(values.values()), axis=1)
-  ok = np.isfinite(x).all(axis=1)
-  return x[ok], [header[j] for j in values], np.nonzero(ok)[0], np.nonzero(~ok)[0]
+    return tables.read_table(path, columns=None if columns is None else list(columns),
+                             kind=kind)
+  except tables.TableError as e:
+    flag = "--columns" if e.argument == "columns" else f"--{kind}"
+    raise UsageError(f"{flag}: {e.message}") from None
 
 
-def _load(args: argparse.Namespace, kind: str) -> dict[str, Any]:
-  if kind == "csv":
-    raw, names, kept, skipped = _read_csv(args.csv, args.columns)
+def _load(cfg: KMeansConfig) -> dict[str, Any]:
+  if cfg.source == "csv":
+    table = _read_table(cfg.csv, "csv", cfg.columns)
+    raw = table.x
     mean, std = raw.mean(0), raw.std(0)
     std = np.where(std > 0, std, 1.0)
     return dict(x=((raw - mean) / std).astype(np.float32), raw=raw,
-                names=names, rows=kept, skipped=skipped, y=None,
-                image_shape=None, name=pathlib.Path(args.csv).stem)
-  if kind == "npy":
-    try:
-      x = np.load(args.npy, allow_pickle=False)
-    except (ValueError, OSError) as e:
-      raise UsageError(f"--npy: cannot read {args.npy} ({e})") from None
-    if x.ndim != 2 or x.dtype.kind not in "fiu":
-      raise UsageError(f"--npy: expected a 2-D numeric array, got "
-                       f"{x.dtype}{list(x.shape)}")
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-      raise UsageError(f"--npy: expected finite values, found NaN/Inf in "
-                       f"{int(bad.sum())} rows (first: "
-                       f"{np.nonzero(bad)[0][:5].tolist()})")
-    return dict(x=x.astype(np.float32), rows=np.arange(len(x)), y=None,
-                image_shape=None, name=pathlib.Path(args.npy).stem)
+                names=list(table.names), rows=table.rows, report=table.report, y=None,
+                image_shape=None, name=pathlib.Path(cfg.csv).stem)
+  if cfg.source == "npy":
+    table = _read_table(cfg.npy, "npy", None)
+    return dict(x=table.x.astype(np.float32), rows=table.rows, report=table.report,
+                y=None, image_shape=None, name=pathlib.Path(cfg.npy).stem)
   from unsupjax import data as data_lib
   try:
-    ds = data_lib.load(args.dataset, args.split, data_dir=args.data_dir,
-                       download=not args.no_download,
-                       cache_dir=args.cache_dir or True)
+    ds = data_lib.load(cfg.dataset, cfg.split, data_dir=cfg.data_dir,
+                       download=cfg.download, cache_dir=cfg.cache_dir)
   except data_lib.DatasetError as e:
     msg = str(e)
-    raise UsageError(msg if msg.startswith(("dataset:", "split:"))
-                     else f"--dataset: {msg}") from None
-  return dict(x=ds.flat(), y=ds.y, image_shape=ds.image_shape, rows=None,
-              name=ds.name)
+    raise config_lib.flag_error(KMeansConfig, ValueError(
+        msg if msg.startswith(("dataset:", "split:")) else f"dataset: {msg}")) from None
+  return dict(x=ds.flat(), y=ds.y, image_shape=ds.image_shape, rows=None, name=ds.name)
+
+
+def resolve(cfg: KMeansConfig) -> KMeansConfig:
+  """cfg with its defaults filled in (as run.json records them)."""
+  from unsupjax import data as data_lib
+  changes: dict[str, Any] = {}
+  if cfg.source == "dataset" and cfg.dataset is None:
+    changes["dataset"] = "digits"
+  if cfg.n_init is None:
+    changes["n_init"] = 10 if cfg.init == "random" else 1
+  if cfg.minibatch is not None and cfg.epochs is None:
+    changes["epochs"] = DEFAULT_EPOCHS
+  if cfg.cache_dir is None:
+    changes["cache_dir"] = str(data_lib.default_cache_dir())
+  if cfg.workdir is None:
+    path = {"csv": cfg.csv, "npy": cfg.npy}.get(cfg.source)
+    name = pathlib.Path(path).stem if path else changes.get("dataset", cfg.dataset)
+    changes["workdir"] = os.path.join("runs", f"kmeans-{name}")
+  return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
 # ----------------------------------------------------------------------------
@@ -196,10 +199,12 @@ def _profile_table(raw, names, labels, k) -> str:
 
 
 def _write_assignments(path: pathlib.Path, rows, labels) -> None:
-  with open(path, "w", newline="") as f:
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  with open(tmp, "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["row", "cluster"])
     w.writerows(zip(np.asarray(rows).tolist(), np.asarray(labels).tolist()))
+  os.replace(tmp, path)
 
 
 def _save_centroids_png(path: pathlib.Path, centroids, image_shape) -> None:
@@ -214,96 +219,94 @@ def _save_centroids_png(path: pathlib.Path, centroids, image_shape) -> None:
   plots.save_image_grid(path, list(imgs.reshape((n_rows, per_row) + imgs.shape[1:])))
 
 
-def run(args: argparse.Namespace) -> dict:
-  kind = _check_args(args)
-  d = _load(args, kind)
+# ----------------------------------------------------------------------------
+# The command.
+
+
+def _cluster(cfg: KMeansConfig, x: np.ndarray):
+  """(centroids, labels, inertia, n_iter, converged) of k-means on x."""
+  import jax
+
+  from unsupjax import kmeans, parallel
+  from unsupjax.rng import named, run_key
+  key = named(run_key(cfg.seed), "kmeans")
+  if cfg.minibatch is not None:
+    state, _ = kmeans.minibatch_fit_arrays(key, x, cfg.k, batch_size=cfg.minibatch,
+                                           epochs=cfg.epochs, init=cfg.init,
+                                           metric=cfg.metric)
+    labels, inertia = kmeans.predict_with_inertia(state.centroids, x, metric=cfg.metric)
+    return state.centroids, labels, float(inertia), int(state.step), None
+  kw = dict(init=cfg.init, n_init=cfg.n_init, max_iter=cfg.max_iter, tol=cfg.tol,
+            metric=cfg.metric)
+  if parallel.resolve(cfg.parallel) == "sharded":
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    res = kmeans.fit_sharded(key, x, cfg.k, mesh=mesh, **kw)
+  else:
+    res = kmeans.fit(key, x, cfg.k, **kw)
+  return (res.centroids, res.labels, float(res.inertia), int(res.n_iter),
+          bool(res.converged))
+
+
+def run(cfg: KMeansConfig) -> dict:
+  """Runs `unsupjax kmeans` to the end; returns its summary."""
+  t_start = time.perf_counter()
+  cfg = resolve(cfg)
+  for flag, path in (("--csv", cfg.csv), ("--npy", cfg.npy)):
+    if path is not None and not os.path.isfile(path):
+      raise UsageError(f"{flag}: expected an existing file, got {path!r}")
+  workdir = base.claim_workdir(NAME, cfg.workdir, cfg.overwrite, OUTPUTS)
+  d = _load(cfg)
   x = d["x"]
   n = x.shape[0]
-  if args.k > n:
-    raise UsageError(f"--k: expected at most {n} (rows of data), got {args.k}")
-  if args.minibatch is not None and args.minibatch > n:
+  if cfg.k > n:
+    raise UsageError(f"--k: expected at most {n} (rows of data), got {cfg.k}")
+  if cfg.minibatch is not None and cfg.minibatch > n:
     raise UsageError(f"--minibatch: expected at most {n} (rows of data), got "
-                     f"{args.minibatch}")
-  if args.minibatch is not None and args.minibatch < args.k:
-    raise UsageError(f"--minibatch: expected at least --k = {args.k} rows "
-                     f"(the first batch seeds the centroids), got {args.minibatch}")
-  workdir = pathlib.Path(args.workdir or os.path.join("runs", f"kmeans-{d['name']}"))
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise UsageError(f"--workdir: expected a writable directory, got "
-                     f"{str(workdir)!r} ({e.strerror or e})") from None
+                     f"{cfg.minibatch}")
+  base.start_run(NAME, cfg, workdir, OUTPUTS)
 
   import jax
-  from unsupjax import kmeans
-  from unsupjax.metrics import clustering
 
-  n_init = args.n_init or (10 if args.init == "random" else 1)
-  key = jax.random.key(args.seed)
+  from unsupjax.metrics import clustering
   t0 = time.perf_counter()
-  from unsupjax import parallel
-  if args.parallel == "sharded" and args.minibatch is not None:
-    raise UsageError("--parallel: sharded k-means runs Lloyd's algorithm; "
-                     "drop --minibatch or use --parallel none")
-  sharded = args.minibatch is None and parallel.resolve(args.parallel) == "sharded"
-  if sharded:
-    mesh = jax.make_mesh((jax.device_count(),), ("data",))
-    res = kmeans.fit_sharded(key, x, args.k, mesh=mesh, init=args.init,
-                             n_init=n_init, max_iter=args.max_iter, tol=args.tol,
-                             metric=args.metric)
-  elif args.minibatch is None:
-    res = kmeans.fit(key, x, args.k, init=args.init, n_init=n_init,
-                     max_iter=args.max_iter, tol=args.tol, metric=args.metric)
-  if args.minibatch is None:
-    centroids, labels = res.centroids, res.labels
-    inertia = float(res.inertia)
-    n_iter, converged = int(res.n_iter), bool(res.converged)
-  else:
-    state, _ = kmeans.minibatch_fit_arrays(
-        key, x, args.k, batch_size=args.minibatch,
-        epochs=args.epochs or DEFAULT_EPOCHS, init=args.init,
-        metric=args.metric)
-    centroids = state.centroids
-    labels, inertia = kmeans.predict_with_inertia(centroids, x,
-                                                  metric=args.metric)
-    inertia = float(inertia)
-    n_iter, converged = int(state.step), None
+  try:
+    centroids, labels, inertia, n_iter, converged = _cluster(cfg, x)
+  except ValueError as e:
+    raise config_lib.flag_error(KMeansConfig, e) from None
   labels = np.asarray(labels)
   seconds = time.perf_counter() - t0
 
   summary: dict[str, Any] = {
-      "command": "kmeans", "source": kind, "data": d["name"], "n": int(n),
-      "d": int(x.shape[1]), "k": args.k, "metric": args.metric,
-      "init": args.init, "n_init": n_init, "minibatch": args.minibatch,
-      "seed": args.seed, "inertia": inertia, "n_iter": n_iter,
+      "command": NAME, "model": NAME, "source": cfg.source, "data": d["name"],
+      "dataset": cfg.dataset, "n": int(n), "d": int(x.shape[1]), "k": cfg.k,
+      "metric": cfg.metric, "init": cfg.init, "n_init": cfg.n_init,
+      "minibatch": cfg.minibatch, "seed": cfg.seed, "inertia": inertia, "n_iter": n_iter,
       "converged": converged, "seconds": seconds,
-      "cluster_sizes": np.bincount(labels, minlength=args.k).tolist(),
+      "cluster_sizes": np.bincount(labels, minlength=cfg.k).tolist(),
       "device": f"{jax.device_count()} x {jax.devices()[0].platform}",
   }
-  print(f"k-means on {d['name']} ({n} x {x.shape[1]}), k={args.k}, "
-        f"{args.metric}: inertia {inertia:.6g}, "
-        f"{'steps' if args.minibatch else 'iterations'} {n_iter}, "
+  print(f"k-means on {d['name']} ({n} x {x.shape[1]}), k={cfg.k}, {cfg.metric}: inertia "
+        f"{inertia:.6g}, {'steps' if cfg.minibatch else 'iterations'} {n_iter}, "
         f"{seconds:.2f} s (compilation included)")
   if d.get("y") is not None:
     report = clustering.clustering_report(d["y"], labels)
     summary.update(report)
-    print(f"ACC {report['acc']:.4f}  NMI {report['nmi']:.4f}  "
-          f"ARI {report['ari']:.4f}")
-  if kind == "csv":
-    if len(d["skipped"]):
-      print(f"skipped {len(d['skipped'])} rows with missing values "
-            f"(data rows {d['skipped'][:10].tolist()}"
-            f"{' ...' if len(d['skipped']) > 10 else ''})")
-    summary["skipped_rows"] = d["skipped"].tolist()
+    print(f"ACC {report['acc']:.4f}  NMI {report['nmi']:.4f}  ARI {report['ari']:.4f}")
+  if cfg.source != "dataset":
+    if d["report"]:
+      print(d["report"])
+    summary["dropped"] = d["report"].as_dict()
+  if cfg.source == "csv":
     summary["columns"] = d["names"]
-    table = _profile_table(d["raw"], d["names"], labels, args.k)
-    print(table)
+    print(_profile_table(d["raw"], d["names"], labels, cfg.k))
   if d["rows"] is not None:
     _write_assignments(workdir / "assignments.csv", d["rows"], labels)
   if d["image_shape"] is not None:
     _save_centroids_png(workdir / "centroids.png", centroids, d["image_shape"])
-  tmp = workdir / "summary.json.tmp"
-  tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
-  os.replace(tmp, workdir / "summary.json")
+  summary["wall_seconds"] = time.perf_counter() - t_start
+  base.write_json(workdir / base.SUMMARY_FILE, summary)
   print(f"wrote {workdir}")
   return summary
+
+
+COMMAND = base.Command(NAME, HELP, KMeansConfig, run)

@@ -30,7 +30,6 @@ reading data (the caller passes host arrays).
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import sys
