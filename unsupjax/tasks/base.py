@@ -20,6 +20,7 @@ load the data, build the state, `training.fit`, report, write
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -160,7 +161,10 @@ class Task:
   init: Callable[[Any, Data, Any], Any] | None = None
   fit_kwargs: Callable[..., dict] | None = None
   evaluate: Callable[..., dict] | None = None
-  eval_options: type | None = None       # extra `unsupjax evaluate` flags
+  # A command whose `unsupjax train` is more than one fit (DEC's two phases,
+  # clustering a pretrained run) runs its own flow, built from this
+  # module's pieces: train(task, cfg) -> summary.
+  train: Callable[["Task", Any], dict] | None = None
 
   def make_model_config(self, cfg):
     try:
@@ -469,8 +473,28 @@ def headline_text(summary: dict, keys: list[str]) -> str:
   return ", ".join(parts)
 
 
+@contextlib.contextmanager
+def watched(monitor):
+  """Marks the run 'interrupted' or 'diverged' in status.json when the
+  block raises; a checkpoint that cannot be resumed is a usage error."""
+  from unsupjax import training
+  try:
+    yield
+  except training.CheckpointError as e:
+    monitor.stop("interrupted", str(e))
+    raise UsageError(f"--resume: {e}") from None
+  except training.TrainingDiverged as e:
+    monitor.stop("diverged", str(e), epoch=e.epoch, last_checkpoint=e.last_checkpoint)
+    raise
+  except BaseException as e:
+    monitor.stop("interrupted", type(e).__name__)
+    raise
+
+
 def train(task: Task, cfg) -> dict:
   """Runs one `unsupjax train` command to the end; returns its summary."""
+  if task.train is not None:
+    return task.train(task, cfg)
   from unsupjax import training
   from unsupjax.tasks import watch
 
@@ -491,7 +515,7 @@ def train(task: Task, cfg) -> dict:
   monitor = watch.Monitor(workdir, task.name, cfg, enabled=True)
   observers = [monitor.observe, *extra.pop("observers", ())]
   progress_keys = extra.pop("progress_keys", runlog.progress_keys(task.name))
-  try:
+  with watched(monitor):
     result = training.fit(
         state, task.model.train_step, getattr(task.model, "eval_step", None),
         process_rows(data.train_x), data.test_x, key=key, epochs=cfg.epochs,
@@ -499,15 +523,6 @@ def train(task: Task, cfg) -> dict:
         resume=cfg.resume, progress=cfg.progress, desc=f"{task.name} {cfg.dataset}",
         observers=observers, progress_keys=progress_keys,
         parallel=mode, model_axis=cfg.model_axis, **extra)
-  except training.CheckpointError as e:
-    monitor.stop("interrupted", str(e))
-    raise UsageError(f"--resume: {e}") from None
-  except training.TrainingDiverged as e:
-    monitor.stop("diverged", str(e), epoch=e.epoch, last_checkpoint=e.last_checkpoint)
-    raise
-  except BaseException as e:
-    monitor.stop("interrupted", type(e).__name__)
-    raise
   run = Run(task, cfg, data, key, workdir, result.state, result)
   summary = fit_summary(task, cfg, result, t_start)
   summary.update(task.report(run))

@@ -1,6 +1,0 @@
-"""`unsupjax train ae-kmeans`: see `unsupjax.tasks.deep_clustering`."""
-
-from unsupjax.tasks.deep_clustering import make_task
-
-_task = make_task("ae-kmeans")
-HELP, add_arguments, run = _task.HELP, _task.add_arguments, _task.run
