@@ -235,3 +235,44 @@ def test_kill_then_resume_is_bit_exact(tmp_path, cli_main):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   lines = [json.loads(l) for l in open(wd / "metrics.jsonl")]
   assert [r["epoch"] for r in lines] == list(range(1, int(epochs) + 1))
+
+
+def test_tensorboard_holds_what_metrics_jsonl_holds(tmp_path, cli_main):
+  from unsupjax import tensorboard
+  code, _, err = cli_main("train", "ae", "--workdir", "r", "--epochs", "3", "--no-progress",
+                          "--tensorboard")
+  assert code == 0, err
+  records = [json.loads(l) for l in open(tmp_path / "r" / "metrics.jsonl")]
+  scalars = tensorboard.read_scalars(tmp_path / "r" / "tensorboard")
+  for key in ("train_loss", "test_loss", "test_mse"):
+    assert [s for s, _ in scalars[key]] == [r["step"] for r in records]
+    np.testing.assert_allclose([v for _, v in scalars[key]], [r[key] for r in records],
+                               rtol=1e-6)
+  images = tensorboard.read_images(tmp_path / "r" / "tensorboard")
+  assert {"curves", "reconstructions"} <= set(images)
+
+
+def test_runs_lists_a_mix_of_models_one_interrupted(tmp_path, cli_main, monkeypatch):
+  from unsupjax.training import checkpoint
+  assert cli_main("train", "ae", "--workdir", "runs/ae", "--epochs", "2", "--no-progress")[0] == 0
+  assert cli_main("train", "vae", "--workdir", "runs/vae", "--epochs", "2", "--hidden", "32",
+                  "--no-progress")[0] == 0
+  assert cli_main("kmeans", "--k", "10", "--workdir", "runs/kmeans")[0] == 0
+  real = checkpoint.write_checksums
+
+  def interrupted(directory):
+    if directory.name == "2":
+      raise KeyboardInterrupt
+    real(directory)
+  monkeypatch.setattr(checkpoint, "write_checksums", interrupted)
+  assert cli_main("train", "ae", "--workdir", "runs/stopped", "--epochs", "4",
+                  "--checkpoint-every", "1", "--no-progress")[0] == 130
+  monkeypatch.setattr(checkpoint, "write_checksums", real)
+  code, out, err = cli_main("runs", "runs")
+  assert code == 0, err
+  rows = {l.split("|")[1].strip(): l for l in out.splitlines() if l.startswith("| runs/")}
+  assert set(rows) == {"runs/ae", "runs/vae", "runs/kmeans", "runs/stopped"}
+  assert "interrupted" in rows["runs/stopped"] and "finished" in rows["runs/ae"]
+  assert "finished" in rows["runs/vae"] and "finished" in rows["runs/kmeans"]
+  vae = json.loads((tmp_path / "runs" / "vae" / "summary.json").read_text())
+  assert f"{vae['test_neg_elbo']:.4g}"[:4] in rows["runs/vae"]
