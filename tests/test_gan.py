@@ -1,4 +1,4 @@
-"""Tests for unsupjax.gan, unsupjax.gan_nets and unsupjax.toys."""
+"""Tests for unsupjax.models.gan, unsupjax.toys and `unsupjax train gan`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import norm
 
-from unsupjax import gan, gan_nets, toys
+from unsupjax import toys, training
+from unsupjax.models import gan
+from unsupjax.models.gan import nets as gan_nets
 
 
 def _softplus(x):
@@ -282,9 +284,8 @@ def test_d_step_touches_only_d_and_g_step_only_g(kw):
   x = _data()
   state = gan.init_state(jax.random.PRNGKey(0), cfg, x)
   after_d, m = jax.jit(gan.d_step)(state, x, jax.random.PRNGKey(1))
-  for name in ("g_params", "g_opt", "ema_params", "step"):
-    assert _trees_equal(getattr(after_d, name), getattr(state, name)), name
-  assert not _trees_equal(after_d.d_params, state.d_params)
+  assert _trees_equal(after_d.g, state.g)
+  assert not _trees_equal(after_d.d.params, state.d.params)
   if cfg.spectral_norm:
     assert not _trees_equal(after_d.d_stats, state.d_stats)
   # The D update separates real from fake more than before it.
@@ -293,15 +294,15 @@ def test_d_step_touches_only_d_and_g_step_only_g(kw):
   assert margin(ev1) > margin(ev0)
 
   after_g, gm = jax.jit(gan.g_step, static_argnums=2)(after_d, jax.random.PRNGKey(2), 16)
-  for name in ("d_params", "d_stats", "d_opt"):
-    assert _trees_equal(getattr(after_g, name), getattr(after_d, name)), name
-  assert not _trees_equal(after_g.g_params, after_d.g_params)
+  assert _trees_equal(after_g.d, after_d.d)
+  assert _trees_equal(after_g.d_stats, after_d.d_stats)
+  assert not _trees_equal(after_g.g.params, after_d.g.params)
   assert int(after_g.step) == 1
   # The G update raises D's score of G's samples (same latents, raw G).
   z = jax.random.normal(jax.random.PRNGKey(2), (16, cfg.latent_dim))
   def score(s):
-    fake = s.generator.apply({"params": s.g_params}, z)
-    return float(gan._d_apply(s, s.d_params, s.d_stats,
+    fake = s.g.model.apply({"params": s.g.params}, z)
+    return float(gan.update._d_apply(s, s.d.params, s.d_stats,
                               gan_nets.pack(fake, cfg.pac), False)[0].mean())
   assert score(after_g) > score(after_d)
   expected_keys = {"d_loss", "d_real_logit", "d_fake_logit", "d_real_acc",
@@ -315,14 +316,14 @@ def test_ema_arithmetic():
   cfg = _small_config(ema_decay=0.9)
   x = _data()
   state = gan.init_state(jax.random.PRNGKey(0), cfg, x)
-  ema0 = jax.tree.map(lambda p: p + 0.5, state.g_params)  # distinct from G
+  ema0 = jax.tree.map(lambda p: p + 0.5, state.g.params)  # distinct from G
   for step in (0, 3, 500):
-    s = state.replace(ema_params=ema0, step=jnp.asarray(step, jnp.int32))
+    s = state.replace(g=state.g.replace(ema_params=ema0, step=jnp.asarray(step, jnp.int32)))
     new, _ = gan.g_step(s, jax.random.PRNGKey(1), 16)
     d = min(0.9, (1 + step) / (10 + step))
     expected = jax.tree.map(lambda e, p: d * np.asarray(e, np.float64) +
-                            (1 - d) * np.asarray(p, np.float64), ema0, new.g_params)
-    chex.assert_trees_all_close(new.ema_params, expected, rtol=1e-6, atol=1e-7)
+                            (1 - d) * np.asarray(p, np.float64), ema0, new.g.params)
+    chex.assert_trees_all_close(new.g.ema_params, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_same_key_same_run_different_key_different():
@@ -337,12 +338,12 @@ def test_same_key_same_run_different_key_different():
   a = run(jax.random.PRNGKey(0), jax.random.PRNGKey(7))
   b = run(jax.random.PRNGKey(0), jax.random.PRNGKey(7))
   c = run(jax.random.PRNGKey(0), jax.random.PRNGKey(8))
-  chex.assert_trees_all_equal(a, b)
-  assert not _trees_equal(a[0].g_params, c[0].g_params)
-  assert not _trees_equal(a[0].d_params, c[0].d_params)
+  chex.assert_trees_all_equal(jax.tree.leaves(a), jax.tree.leaves(b))
+  assert not _trees_equal(a[0].g.params, c[0].g.params)
+  assert not _trees_equal(a[0].d.params, c[0].d.params)
   s0 = gan.init_state(jax.random.PRNGKey(0), cfg, x[:16])
   s1 = gan.init_state(jax.random.PRNGKey(1), cfg, x[:16])
-  assert not _trees_equal(s0.g_params, s1.g_params)
+  assert not _trees_equal(s0.g.params, s1.g.params)
 
 
 def test_train_step_compiles_once_and_eval_step_shapes():
@@ -436,8 +437,8 @@ def test_hold_then_cosine_schedule():
   constant = _small_config(pac=2, spectral_norm=True)
   held = _small_config(pac=2, spectral_norm=True, decay_steps=8, hold_steps=5)
   step = jax.jit(gan.train_step)
-  leaves = lambda s: (s.g_params, s.d_params, s.d_stats, s.ema_params,
-                      s.g_opt[0], s.d_opt[0])
+  leaves = lambda s: (s.g.params, s.d.params, s.d_stats, s.g.ema_params,
+                      s.g.opt_state[0], s.d.opt_state[0])
   a = gan.init_state(jax.random.PRNGKey(0), constant, x)
   b = gan.init_state(jax.random.PRNGKey(0), held, x)
   for t in range(1, 8):
@@ -446,7 +447,7 @@ def test_hold_then_cosine_schedule():
     if t <= 6:  # 5 held updates, and the cosine's first, still at the full rate
       chex.assert_trees_all_equal(leaves(a), leaves(b))
   with pytest.raises(AssertionError):
-    chex.assert_trees_all_equal(a.g_params, b.g_params)
+    chex.assert_trees_all_equal(a.g.params, b.g.params)
   with pytest.raises(ValueError, match="hold_steps"):
     _small_config(decay_steps=10, hold_steps=10)
   with pytest.raises(ValueError, match="hold_steps"):
@@ -503,101 +504,21 @@ def test_ring8_learning_check():
   assert covered >= 7, (covered, hq)
 
 
-# -------------------------------------------------------------------- CLI ---
-
-
-def _cli(args, tmp_path):
-  from conftest import run_cli
-  return run_cli(["train", "gan", *args], tmp_path)
-
-
-def test_cli_ring8_leaves_its_files(tmp_path):
-  import json
-  wd = tmp_path / "run"
-  out = _cli(["--epochs", "1", "--batch-size", "512", "--workdir", str(wd),
-              "--save-samples", "300", "--no-progress"], tmp_path)
-  assert out.returncode == 0, out.stderr
-  assert "modes" in out.stdout
-  record = json.loads((wd / "metrics.jsonl").read_text().splitlines()[0])
-  for k in ("train_d_loss", "train_g_loss", "train_d_real_acc", "train_d_fake_acc",
-            "train_d_grad_norm", "train_g_grad_norm", "test_d_real_acc",
-            "modes_covered", "hq_fraction", "reverse_kl"):
-    assert k in record, k
-  summary = json.loads((wd / "summary.json").read_text())
-  assert summary["steps"] == 100 and summary["config"]["pac"] == 2
-  assert 0 <= summary["modes_covered"] <= 8 and 0 <= summary["hq_fraction"] <= 1
-  samples = np.load(wd / "samples.npy")
-  assert samples.shape == (300, 2) and samples.dtype == np.float32
-  # In the centres' coordinates: the samples are spread around the unit circle.
-  assert 0.3 < float(np.median(np.linalg.norm(samples, axis=1))) < 2.0
-  from PIL import Image
-  assert Image.open(wd / "samples.png").size[0] > 100
-  # `unsupjax evaluate` re-opens the run and finds the summary's mode counts.
-  from conftest import run_cli
-  ev = run_cli(["evaluate", str(wd)], tmp_path)
-  assert ev.returncode == 0, ev.stderr
-  evaluated = json.loads((wd / "eval.json").read_text())
-  for k in ("modes_covered", "hq_fraction", "reverse_kl"):
-    assert evaluated[k] == pytest.approx(summary[k], rel=1e-6), k
-  assert evaluated["step"] == summary["steps"]
-
-
-def test_evaluate_raw_generator(tmp_path):
-  """`evaluate --raw-generator` scores G's own parameters into eval-raw.json:
-  with --ema 0 they are the EMA, so the numbers equal the default's; with
-  the default EMA they are not."""
-  import json
-
-  from conftest import run_cli
-  stats = {}
-  # (400 steps with the EMA: enough for samples near the modes, so the two
-  # generators' counts differ; 100 suffice to show the identity without it.)
-  for ema, flags in (("0", ["--epochs", "1", "--batch-size", "512"]),
-                     ("0.999", ["--epochs", "2"])):
-    wd = tmp_path / f"ema{ema}"
-    out = _cli([*flags, "--ema", ema, "--workdir", str(wd), "--no-progress"], tmp_path)
-    assert out.returncode == 0, out.stderr
-    for flags in ([], ["--raw-generator"]):
-      ev = run_cli(["evaluate", str(wd), *flags], tmp_path)
-      assert ev.returncode == 0, ev.stderr
-    ema_eval = json.loads((wd / "eval.json").read_text())
-    raw_eval = json.loads((wd / "eval-raw.json").read_text())
-    assert (ema_eval["generator"], raw_eval["generator"]) == ("ema", "raw")
-    stats[ema] = [(e["modes_covered"], e["hq_fraction"], e["reverse_kl"])
-                  for e in (ema_eval, raw_eval)]
-  assert stats["0"][0] == stats["0"][1]
-  assert stats["0.999"][0] != stats["0.999"][1]
-
-
-@pytest.mark.slow
-def test_cli_bad_input_exits_2_with_one_line(tmp_path):
-  nan = np.zeros((100, 3), np.float32)
-  nan[7, 1] = np.nan
-  np.save(tmp_path / "nan.npy", nan)
-  cases = [(["--pac", "3"], "--pac"), (["--n-critic", "0"], "--n-critic"),
-           (["--dataset", str(tmp_path / "nan.npy"), "--batch-size", "10"], "NaN"),
-           (["--loss", "vanilla"], "--loss"),
-           (["--dataset", "ring8", "--output", "sigmoid"], "output='sigmoid'")]
-  for args, expected in cases:
-    out = _cli(args + ["--epochs", "1", "--no-progress", "--workdir",
-                       str(tmp_path / "bad")], tmp_path)
-    assert out.returncode == 2, (args, out.stderr)
-    assert expected in out.stderr, (args, out.stderr)
-    assert "Traceback" not in out.stderr
+# ---------------------------------------------------------- the library run ---
 
 
 def test_fit_on_a_users_array(tmp_path):
   x = np.random.default_rng(0).uniform(size=(128, 3)).astype(np.float32)
   cfg = _small_config(data_shape=(3,), output="sigmoid", pac=2)
-  result = gan.fit(jax.random.PRNGKey(0), cfg, x, x[:20], epochs=2, batch_size=32,
-                   workdir=tmp_path / "wd", progress=False)
+  result = training.fit_model(gan, jax.random.PRNGKey(0), cfg, x, x[:20], epochs=2,
+                              batch_size=32, workdir=tmp_path / "wd", progress=False)
   assert int(result.state.step) == 8 and len(result.history) == 2
   assert "test_d_real_acc" in result.history[-1]
   assert (tmp_path / "wd" / "metrics.jsonl").exists()
-  with pytest.raises(ValueError, match="batch_size"):
-    gan.fit(jax.random.PRNGKey(0), cfg, x, epochs=1, batch_size=31)
+  with pytest.raises(ValueError, match="batch size 31 must be a positive multiple of pac=2"):
+    training.fit_model(gan, jax.random.PRNGKey(0), cfg, x, epochs=1, batch_size=31)
   with pytest.raises(ValueError, match="output='sigmoid'"):
-    gan.fit(jax.random.PRNGKey(0), cfg, x - 0.5, epochs=1, batch_size=32)
+    training.fit_model(gan, jax.random.PRNGKey(0), cfg, x - 0.5, epochs=1, batch_size=32)
 
 
 def test_fit_resume_is_exact(tmp_path):
@@ -605,11 +526,17 @@ def test_fit_resume_is_exact(tmp_path):
   x = np.asarray(toys.ring8(jax.random.PRNGKey(3), 256))
   cfg = _small_config(pac=2, spectral_norm=True, ema_decay=0.9)
   kw = dict(epochs=2, batch_size=64, progress=False)
-  straight = gan.fit(jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "a", **kw)
-  gan.fit(jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "b", **dict(kw, epochs=1))
-  resumed = gan.fit(jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "b", resume=True, **kw)
+  straight = training.fit_model(gan, jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "a", **kw)
+  training.fit_model(gan, jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "b",
+                     **dict(kw, epochs=1))
+  resumed = training.fit_model(gan, jax.random.PRNGKey(0), cfg, x, workdir=tmp_path / "b",
+                               resume=True, **kw)
   assert resumed.start_epoch == 1 and int(resumed.state.step) == 8
-  chex.assert_trees_all_equal(straight.state, resumed.state)
+  # The leaves (params, optimizer moments, EMA, SN vectors, steps, key): the
+  # static optax objects of two runs are equal in behaviour, not identity.
+  chex.assert_trees_all_equal(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state))
+  assert not _trees_equal(straight.state.g.params,
+                          gan.init_state(jax.random.PRNGKey(0), cfg, x).g.params)
 
 
 def test_toys_agree_with_the_mode_metric():
@@ -620,80 +547,205 @@ def test_toys_agree_with_the_mode_metric():
     assert ms.sigma == toy.sigma
 
 
+# -------------------------------------------------------------------- CLI ---
+
+
+def _flags(*argv):
+  """The resolved config of `unsupjax train gan ARGV` (nothing is run)."""
+  from unsupjax import cli
+  from unsupjax.cli.flags import to_config
+  from unsupjax.tasks import base
+  parser, task = cli.build_parser(("train", "gan"))
+  return base.resolve(task, to_config(task.config, parser.parse_args(["train", "gan", *argv])))
+
+
+def _json(path):
+  import json
+  return json.loads(path.read_text())
+
+
+def _records(wd):
+  import json
+  return [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def small_toys(monkeypatch):
+  """ring8/grid25 runs of 5,120 training and 512 evaluation points."""
+  from unsupjax.tasks import gan as gan_task
+  monkeypatch.setattr(gan_task, "TOY_TRAIN", 5120)
+  monkeypatch.setattr(gan_task, "TOY_EVAL", 512)
+
+
+def test_cli_ring8_leaves_its_files_and_evaluate_reproduces_them(tmp_path, cli_main,
+                                                                  small_toys):
+  from PIL import Image
+  code, out, err = cli_main("train", "gan", "--epochs", "2", "--batch-size", "128",
+                            "--workdir", "run", "--save-samples", "300", "--no-progress")
+  assert code == 0, err
+  assert "modes" in out and "G steps" in out
+  wd = tmp_path / "run"
+  records = _records(wd)
+  assert [r["epoch"] for r in records] == [1, 2]
+  for k in ("train_d_loss", "train_g_loss", "train_d_real_acc", "train_d_fake_acc",
+            "train_d_grad_norm", "train_g_grad_norm", "test_d_real_acc",
+            "modes_covered", "hq_fraction", "reverse_kl"):
+    assert k in records[-1], k
+  summary = _json(wd / "summary.json")
+  assert summary["steps"] == 80 and summary["config"]["pac"] is None  # config_for's 2
+  assert (summary["config"]["batch_size"], summary["config"]["lr_schedule"]) == (128, "cosine")
+  assert summary["mode_samples"] == 2500
+  assert 0 <= summary["modes_covered"] <= 8 and 0 <= summary["hq_fraction"] <= 1
+  # The last epoch's record is the summary's: the same EMA generator, the same key.
+  for k in ("modes_covered", "hq_fraction", "reverse_kl", "test_d_loss", "test_g_loss"):
+    assert records[-1][k] == pytest.approx(summary[k], rel=1e-6), k
+  samples = np.load(wd / "samples.npy")
+  assert samples.shape == (300, 2) and samples.dtype == np.float32
+  # In the centres' coordinates: the samples are spread around the unit circle.
+  assert 0.3 < float(np.median(np.linalg.norm(samples, axis=1))) < 2.0
+  assert Image.open(wd / "samples.png").size[0] > 100
+  assert (wd / "curves.png").exists()
+  # `unsupjax evaluate` re-opens the run and finds the summary's numbers; the
+  # generator's own parameters (not their EMA) give others.
+  assert cli_main("evaluate", "run")[0] == 0
+  assert cli_main("evaluate", "run", "--raw-generator")[0] == 0
+  ema, raw = _json(wd / "eval.json"), _json(wd / "eval-raw.json")
+  assert (ema["generator"], raw["generator"]) == ("ema", "raw")
+  assert ema["step"] == summary["steps"]
+  for k in ("modes_covered", "hq_fraction", "reverse_kl", "test_d_real_acc", "test_d_fake_acc",
+            "test_g_loss"):
+    assert ema[k] == pytest.approx(summary[k], rel=1e-6), k
+  assert raw["test_d_real_logit"] == pytest.approx(ema["test_d_real_logit"], rel=1e-6)  # same D
+  # Other G weights, other fakes (equal only if the option were ignored).
+  assert raw["test_g_loss"] != ema["test_g_loss"]
+  assert raw["test_d_fake_logit"] != ema["test_d_fake_logit"]
+
+
+def test_cli_without_ema_raw_is_ema_and_reruns_are_refused(tmp_path, cli_main, small_toys):
+  """With --ema 0 the raw parameters are what the run samples: `evaluate
+  --raw-generator` then gives the default's numbers."""
+  code, _, err = cli_main("train", "gan", "--dataset", "grid25", "--epochs", "1",
+                          "--batch-size", "512", "--ema", "0", "--workdir", "run",
+                          "--no-progress")
+  assert code == 0, err
+  assert cli_main("evaluate", "run")[0] == 0
+  assert cli_main("evaluate", "run", "--raw-generator")[0] == 0
+  ema, raw = _json(tmp_path / "run" / "eval.json"), _json(tmp_path / "run" / "eval-raw.json")
+  ema.pop("generator"), raw.pop("generator")
+  assert ema == raw and ema["mode_samples"] == 2500
+  # A second run into the same directory must say so; the cosine schedule
+  # (grid25's default) spans the planned epochs, so they cannot grow on resume.
+  code, _, err = cli_main("train", "gan", "--dataset", "grid25", "--epochs", "1",
+                          "--workdir", "run", "--no-progress")
+  assert code == 2 and "--overwrite" in err
+  code, _, err = cli_main("train", "gan", "--dataset", "grid25", "--epochs", "2",
+                          "--batch-size", "512", "--ema", "0", "--workdir", "run", "--resume")
+  assert code == 2 and err.startswith("unsupjax: error: --epochs:") and "cosine" in err
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, cli_main):
+  nan = np.zeros((100, 3), np.float32)
+  nan[7, 1] = np.nan
+  np.save(tmp_path / "nan.npy", nan)
+  cases = [(["--pac", "3"], "--pac"), (["--n-critic", "0"], "--n-critic"),
+           (["--dataset", "nan.npy", "--batch-size", "10"], "NaN"),
+           (["--dataset", "missing.npy"], "--dataset"),
+           (["--dataset", "svhn"], "--dataset"),
+           (["--loss", "vanilla"], "--loss"), (["--ema", "1"], "--ema"),
+           (["--gp", "-1"], "--gp"), (["--metric-samples", "5"], "--metric-samples"),
+           (["--g-lr", "0"], "--g-lr"),
+           (["--dataset", "ring8", "--output", "sigmoid"], "output='sigmoid'"),
+           (["--dataset", "ring8", "--arch", "dcgan"], "--arch")]
+  for args, expected in cases:
+    code, _, err = cli_main("train", "gan", *args, "--epochs", "1", "--no-progress",
+                            "--workdir", "bad")
+    assert code == 2, (args, err)
+    assert expected in err, (args, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, (args, err)
+  assert not (tmp_path / "bad" / "run.json").exists()
+
+
 @pytest.mark.slow
-def test_cli_image_gan_logs_sample_quality_and_evaluate_reproduces_it(tmp_path):
+def test_cli_image_gan_logs_sample_quality_and_evaluate_reproduces_it(tmp_path, cli_main):
   """A DCGAN on 300 MNIST digits (a .npy: its last 30 are held out) logs
   FID/KID/PRDC/IS after its epoch, puts them in summary.json, and `unsupjax
   evaluate` recomputes the summary's numbers from the checkpoint."""
-  import json
-  from conftest import run_cli, shared_mnist_dir
+  from conftest import shared_mnist_dir
   from unsupjax import data
-  x = data.load("mnist", "train", data_dir=str(shared_mnist_dir()), download=False).x[:300]
+  x = data.load("mnist", "train[:300]", data_dir=str(shared_mnist_dir()), download=False).x
   np.save(tmp_path / "digits300.npy", x)
+  code, out, err = cli_main("train", "gan", "--dataset", "digits300.npy", "--output",
+                            "sigmoid", "--arch", "dcgan", "--epochs", "1", "--batch-size", "64",
+                            "--metric-samples", "20", "--workdir", "run", "--no-progress")
+  assert code == 0, err
+  assert "FID" in out
   wd = tmp_path / "run"
-  out = _cli(["--dataset", str(tmp_path / "digits300.npy"), "--output", "sigmoid",
-              "--arch", "dcgan", "--epochs", "1", "--batch-size", "64", "--metric-samples",
-              "20", "--workdir", str(wd), "--no-progress"], tmp_path)
-  assert out.returncode == 0, out.stderr
-  records = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+  records = _records(wd)
   for rec in records:
     for k in ("fid", "kid", "precision", "recall", "density", "coverage", "inception_score",
               "confidence"):
       assert np.isfinite(rec[k]), k
     assert rec["metric_samples"] == 20
-  summary = json.loads((wd / "summary.json").read_text())
-  assert summary["metric_samples"] == 30 and summary["fid"] > 0
-  ev = run_cli(["evaluate", str(wd)], tmp_path)
-  assert ev.returncode == 0, ev.stderr
-  evaluated = json.loads((wd / "eval.json").read_text())
+  summary = _json(wd / "summary.json")
+  assert summary["metric_samples"] == 30 and summary["fid"] > 0 and summary["steps"] == 4
+  assert cli_main("evaluate", "run")[0] == 0
+  evaluated = _json(wd / "eval.json")
   for k in ("fid", "kid", "precision", "recall", "inception_score", "confidence"):
     assert evaluated[k] == pytest.approx(summary[k], rel=1e-4, abs=1e-6), k
+  # --samples: fewer samples, other numbers; too few is refused.
+  assert cli_main("evaluate", "run", "--samples", "12")[0] == 0
+  assert _json(wd / "eval.json")["metric_samples"] == 12
+  code, _, err = cli_main("evaluate", "run", "--samples", "3")
+  assert code == 2 and "--samples" in err
 
 
 @pytest.mark.slow
 def test_cli_stacked_mnist_counts_modes_and_evaluate_reproduces_them(tmp_path, monkeypatch,
-                                                                     capsys):
+                                                                     cli_main):
   """`--dataset stacked_mnist` trains on MNIST digits stacked as channels
   (sizes shrunk here), its summary counts the 1,000 Stacked-MNIST modes over
   the protocol's sample count, and `unsupjax evaluate` recomputes them."""
-  import argparse
-  import json
   from conftest import shared_mnist_dir
-  from unsupjax import cli, data
+  from unsupjax import data
   from unsupjax.tasks import gan as gan_task
-  monkeypatch.setattr(gan_task, "STACKED_TRAIN", 256)
+  monkeypatch.setattr(gan_task, "STACKED_TRAIN", 128)
   monkeypatch.setattr(gan_task, "STACKED_EVAL", 64)
   monkeypatch.setattr(gan_task, "STACKED_MODE_SAMPLES", 400)
+  # Channels drawn from the first 2,000 training digits: decoding all
+  # 60,000 would take most of this test's time.
+  load = data.load
+  monkeypatch.setattr(data, "load", lambda name, split, **kw: load(
+      name, "train[:2000]" if split == "train" else split, **kw))
   mnist_dir = str(shared_mnist_dir())
-  args = argparse.Namespace(dataset="stacked_mnist", data_dir=mnist_dir, no_download=True,
-                            cache_dir=str(tmp_path / "cache"), batch_size=64)
-  train_x, eval_x = gan_task.load_data(args, jax.random.PRNGKey(0))
-  assert train_x.shape == (256, 28, 28, 3) and eval_x.shape == (64, 28, 28, 3)
+  flags = ("--dataset", "stacked_mnist", "--data-dir", mnist_dir, "--no-download")
+  loaded = gan_task.load(_flags(*flags))
+  train_x, eval_x = loaded.train_x, loaded.test_x
+  assert train_x.shape == (128, 28, 28, 3) and eval_x.shape == (64, 28, 28, 3)
   test = data.load("mnist", "test", data_dir=mnist_dir, download=False).x.reshape(10_000, -1)
   for c in range(3):  # every evaluation channel is an MNIST test digit
     flat = eval_x[:8, ..., c].reshape(8, -1)
     assert all((test == row).all(axis=1).any() for row in flat)
+  np.testing.assert_array_equal(gan_task.load(_flags(*flags)).train_x, train_x)  # keyed
+  assert not np.array_equal(gan_task.load(_flags(*flags, "--seed", "1")).train_x, train_x)
 
+  code, out, err = cli_main("train", "gan", *flags, "--epochs", "1", "--metric-samples", "20",
+                            "--workdir", "run", "--no-progress")
+  assert code == 0, err
+  assert "/1000 of 400 samples" in out
   wd = tmp_path / "run"
-  argv = ["train", "gan", "--dataset", "stacked_mnist", "--data-dir", mnist_dir,
-          "--no-download", "--epochs", "1", "--metric-samples", "20", "--workdir", str(wd),
-          "--no-progress", "--cache-dir", str(tmp_path / "cache")]
-  assert cli.main(argv) == 0
-  assert "/1000 of 400 samples" in capsys.readouterr().out
-  summary = json.loads((wd / "summary.json").read_text())
-  assert summary["config"]["data_shape"] == [28, 28, 3] and summary["steps"] == 4
+  summary = _json(wd / "summary.json")
+  assert summary["steps"] == 2 and summary["config"]["batch_size"] == 64
   assert summary["mode_samples"] == 400 and summary["metric_samples"] == 64
   assert 1 <= summary["modes_covered"] <= 400 and summary["reverse_kl"] > 0
-  record = json.loads((wd / "metrics.jsonl").read_text().splitlines()[0])
+  record = _records(wd)[0]
   # FID & co. on --metric-samples; modes over the protocol's count, so the last
   # epoch's record (the same EMA generator and key) equals the summary.
   assert record["metric_samples"] == 20 and record["mode_samples"] == 400
   assert record["modes_covered"] == summary["modes_covered"]
   assert record["reverse_kl"] == summary["reverse_kl"]
   # The summary's count is the mode metric of the final EMA generator's samples.
-  assert cli.main(["evaluate", str(wd), "--data-dir", mnist_dir, "--no-download",
-                   "--cache-dir", str(tmp_path / "cache")]) == 0
-  evaluated = json.loads((wd / "eval.json").read_text())
+  assert cli_main("evaluate", "run", "--data-dir", mnist_dir, "--no-download")[0] == 0
+  evaluated = _json(wd / "eval.json")
   assert evaluated["modes_covered"] == summary["modes_covered"]
   assert evaluated["reverse_kl"] == pytest.approx(summary["reverse_kl"], rel=1e-6)
   assert evaluated["digit_kl"] == pytest.approx(summary["digit_kl"], rel=1e-6)
@@ -712,36 +764,34 @@ def test_cli_stacked_mnist_default_is_the_benchmarked_one():
   """Stacked MNIST: 140 epochs at a constant rate, batch 64, pac 2, spectral
   norm and D at twice G's rate, the run whose 1,000 modes and KL docs/gan.md
   and benchmarks/results/gan_modes.json report."""
-  from unsupjax import cli
   from unsupjax.tasks import gan as gan_task
-  args = cli.build_parser().parse_args(["train", "gan", "--dataset", "stacked_mnist"])
-  gan_task.resolve(args)
-  assert (args.epochs, args.lr_schedule, args.batch_size) == (140, "constant", 64)
-  config = gan_task.build_config(args, (28, 28, 3), 937)
+  cfg = _flags("--dataset", "stacked_mnist")
+  assert (cfg.epochs, cfg.lr_schedule, cfg.batch_size) == (140, "constant", 64)
+  config = gan_task.model_config(cfg, (28, 28, 3), 60_000)
   assert (config.pac, config.spectral_norm, config.decay_steps, config.hold_steps) == (
       2, True, 0, 0)
+  assert (config.arch, config.output, config.width) == ("dcgan", "sigmoid", 64)
   assert (config.g_lr, config.d_lr) == (2e-4, 4e-4)
 
 
 def test_cli_decay_epochs():
   """--decay-epochs N: cosine over the last N epochs only; refused without
   the cosine schedule or outside [1, --epochs], before any data is read."""
-  from unsupjax import cli
-  from unsupjax.tasks import common
+  from unsupjax.config import UsageError
   from unsupjax.tasks import gan as gan_task
 
   def config(*flags):
-    args = cli.build_parser().parse_args(["train", "gan", "--dataset", "ring8", *flags])
-    gan_task.resolve(args)
-    return gan_task.build_config(args, (2,), 200)
+    return gan_task.model_config(_flags("--dataset", "ring8", *flags), (2,), 200 * 256)
   c = config("--epochs", "50", "--decay-epochs", "10")
   assert (c.decay_steps, c.hold_steps) == (50 * 200, 40 * 200)
   c = config("--epochs", "50", "--decay-epochs", "50")
   assert (c.decay_steps, c.hold_steps) == (50 * 200, 0)
   assert config("--epochs", "50").hold_steps == 0
+  assert config("--decay-epochs", "200").decay_steps == 200 * 200  # ring8's 200 epochs
   for flags in (["--lr-schedule", "constant", "--decay-epochs", "5"],
-                ["--decay-epochs", "0"], ["--epochs", "50", "--decay-epochs", "51"]):
-    with pytest.raises(common.UsageError, match="--decay-epochs"):
+                ["--decay-epochs", "0"], ["--epochs", "50", "--decay-epochs", "51"],
+                ["--decay-epochs", "201"]):
+    with pytest.raises(UsageError, match="^--decay-epochs"):
       config(*flags)
 
 
@@ -751,30 +801,31 @@ def test_cli_toy_defaults_are_the_benchmarked_ones():
   decay over the run: the configurations whose mode coverage docs/gan.md
   reports. An explicit flag still overrides the dataset's default, and --lr
   scales both rates."""
-  from unsupjax import cli
   from unsupjax.tasks import gan as gan_task
   want = {"ring8": (200, 2, True, 0.0, 1e-3), "grid25": (600, 4, False, 0.1, 2e-3)}
   for dataset, (epochs, pac, sn, r1, d_lr) in want.items():
-    args = cli.build_parser().parse_args(["train", "gan", "--dataset", dataset])
-    gan_task.resolve(args)
-    assert (args.epochs, args.lr_schedule, args.batch_size, args.lr) == (
+    cfg = _flags("--dataset", dataset)
+    assert (cfg.epochs, cfg.lr_schedule, cfg.batch_size, cfg.learning_rate) == (
         epochs, "cosine", 256, 1e-3), dataset
-    config = gan_task.build_config(args, (2,), 51_200 // 256)
+    config = gan_task.model_config(cfg, (2,), 51_200)
     assert config.decay_steps == epochs * 200, dataset
     assert (config.pac, config.spectral_norm, config.r1_weight) == (pac, sn, r1), dataset
-    assert (config.g_lr, config.d_lr) == (1e-3, d_lr), dataset
+    assert (config.g_lr, config.d_lr, config.latent_dim) == (1e-3, d_lr, 8), dataset
   for flags, rates in ((["--lr", "5e-4"], (5e-4, 1e-3)), (["--d-lr", "1e-3"], (1e-3, 1e-3)),
                        (["--lr", "5e-4", "--g-lr", "1e-4"], (1e-4, 1e-3))):
-    args = cli.build_parser().parse_args(["train", "gan", "--dataset", "grid25", *flags])
-    gan_task.resolve(args)
-    config = gan_task.build_config(args, (2,), 200)
+    config = gan_task.model_config(_flags("--dataset", "grid25", *flags), (2,), 200)
     assert (config.g_lr, config.d_lr) == rates, flags
-  args = cli.build_parser().parse_args(["train", "gan", "--dataset", "grid25", "--r1", "0",
-                                        "--spectral-norm"])
-  gan_task.resolve(args)
-  config = gan_task.build_config(args, (2,), 200)
+  config = gan_task.model_config(_flags("--dataset", "grid25", "--r1", "0", "--spectral-norm"),
+                                 (2,), 200)
   assert (config.spectral_norm, config.r1_weight) == (True, 0.0)
-  args = cli.build_parser().parse_args(["train", "gan", "--dataset", "ring8", "--epochs", "50",
-                                        "--lr-schedule", "constant"])
-  gan_task.resolve(args)
-  assert (args.epochs, args.lr_schedule) == (50, "constant")
+  config = gan_task.model_config(_flags("--loss", "wgan-gp"), (2,), 200)
+  assert (config.loss, config.gp_weight, config.n_critic) == ("wgan", 10.0, 5)
+  cfg = _flags("--dataset", "ring8", "--epochs", "50", "--lr-schedule", "constant")
+  assert (cfg.epochs, cfg.lr_schedule) == (50, "constant")
+  assert gan_task.model_config(cfg, (2,), 51_200).decay_steps == 0
+  # Images: batch 64 at 2e-4, DCGAN with a sigmoid output; a .npy's workdir
+  # is named after the file.
+  cfg = _flags("--dataset", "mnist")
+  assert (cfg.batch_size, cfg.learning_rate, cfg.lr_schedule, cfg.epochs) == (
+      64, 2e-4, "constant", 20)
+  assert _flags("--dataset", "data/x.npy").workdir == "runs/gan-x"

@@ -12,10 +12,6 @@ Offers:
   * `batch_indices(...)`: that order cut into whole batches.
   * `stack_channels(key, ds, n)`: Stacked MNIST from MNIST (random digits
     as the channels of one image; 1,000 modes).
-  * `read_csv_rows` / `csv_column`: a CSV file with a header row as text
-    rows, and one column of it as float64 with missing cells as NaN: the
-    shared reading under `unsupjax kmeans --csv` and `unsupjax anomaly
-    --csv`, whose policies differ (skip incomplete rows or reject them).
 
 Does not offer: data augmentation (model modules draw their own corruption
 from keys), or streaming of datasets larger than host memory (the training
@@ -25,9 +21,7 @@ reader).
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import math
 import os
 import pathlib
 from typing import NamedTuple
@@ -307,49 +301,37 @@ def stack_channels(key: jax.Array, ds: Dataset, n: int, channels: int = 3) -> Da
 
 
 # --------------------------------------------------------------------------
-# CSV files.
+# Arrays of examples from a .npy file, and Stacked MNIST from a split.
 
-MISSING_CELLS = ("", "na", "nan", "null", "none")
-
-
-class CSVError(ValueError):
-  """A CSV file cannot be used as a numeric table; the message says why."""
-
-
-def read_csv_rows(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
-  """(column names, data rows as lists of cell strings) of a CSV file whose
-  first row names the columns. Blank rows are skipped. CSVError for a file
-  that does not exist, is empty, has no data rows or repeats a column name."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise CSVError(f"expected an existing CSV file, got {str(path)!r}")
-  with open(path, newline="") as f:
-    reader = csv.reader(f)
-    try:
-      header = [h.strip() for h in next(reader)]
-    except StopIteration:
-      raise CSVError(f"{path} is empty (expected a header row)") from None
-    rows = [r for r in reader if any(cell.strip() for cell in r)]
-  if not rows:
-    raise CSVError(f"{path} has a header but no data rows")
-  if len(set(header)) != len(header):
-    raise CSVError(f"{path}: duplicate column names in the header {header}")
-  return header, rows
+def open_array(path: str | os.PathLike) -> np.ndarray:
+  """The examples of a `.npy` file, memory-mapped (nothing is read until
+  used): [n, ...] with n >= 2, numeric. DatasetError when the file cannot be
+  read or holds anything else."""
+  try:
+    x = np.load(path, mmap_mode="r", allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise DatasetError(f"dataset: cannot read {str(path)!r} ({e})") from None
+  if (not isinstance(x, np.ndarray) or x.ndim < 2 or x.shape[0] < 2
+      or not np.issubdtype(x.dtype, np.number)):
+    what = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+    raise DatasetError(f"dataset: expected a numeric array of shape (n, ...) with n >= 2 "
+                       f"in {path}, got {what}")
+  return x
 
 
-def csv_column(rows: list[list[str]], j: int, name: str) -> np.ndarray:
-  """Column j of `read_csv_rows`' rows as f64[n]: missing cells (empty,
-  NA, NaN, null, none, or absent from a short row) are NaN. CSVError naming
-  the column, the value and its line (the header is line 1; blank lines
-  are not counted) for a cell that is not a number."""
-  out = np.empty(len(rows), np.float64)
-  for i, r in enumerate(rows):
-    cell = r[j].strip() if j < len(r) else ""
-    if cell.lower() in MISSING_CELLS:
-      out[i] = math.nan
-      continue
-    try:
-      out[i] = float(cell)
-    except ValueError:
-      raise CSVError(f"column {name!r} is not numeric: {cell!r} at line {i + 2}") from None
-  return out
+def load_array(path: str | os.PathLike, *, holdout: float = 0.1,
+               max_holdout: int = 5000) -> tuple[np.ndarray, np.ndarray]:
+  """(train, held_out) f32 rows of the `.npy` file at `path` (`open_array`):
+  the last `holdout` of the rows (at least 1, at most `max_holdout`) are
+  held out, the file's order kept."""
+  x = open_array(path)
+  n_held = max(1, min(max_holdout, int(round(x.shape[0] * holdout, 6))))
+  x = np.array(x, np.float32)  # a copy in memory, not a view of the file
+  return x[:-n_held], x[-n_held:]
+
+
+def load_stacked(name: str, split: str, key: jax.Array, n: int, channels: int = 3,
+                 **load_kw) -> Dataset:
+  """`n` images of `stack_channels(key, load(name, split), n, channels)`:
+  Stacked MNIST when `name` is 'mnist'. `load_kw` go to `load`."""
+  return stack_channels(key, load(name, split, **load_kw), n, channels)

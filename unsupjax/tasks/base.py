@@ -469,7 +469,8 @@ def fit_summary(task: Task, cfg, result, t_start: float) -> dict[str, Any]:
 
 
 def headline_text(summary: dict, keys: list[str]) -> str:
-  parts = [f"{k} {summary[k]:.5g}" for k in keys if isinstance(summary.get(k), float)]
+  parts = [f"{k} {summary[k]:.5g}" for k in keys
+           if isinstance(summary.get(k), (int, float)) and not isinstance(summary.get(k), bool)]
   return ", ".join(parts)
 
 

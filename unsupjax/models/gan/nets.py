@@ -75,15 +75,22 @@ class MinibatchStd(nn.Module):
 
   The standard deviation of every feature across the batch, averaged over
   features to one scalar, broadcast and appended as the last feature.
+  Inside pmap, `axis_name` makes the batch the global one (every device
+  holds the same number of rows), so the feature is the one-device value.
   """
   epsilon: float = 1e-8
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    var = jnp.mean(jnp.square(x - x.mean(axis=0, keepdims=True)), axis=0)
+  def __call__(self, x: jax.Array, axis_name: str | None = None) -> jax.Array:
+    mean = _pmean(x.mean(axis=0, keepdims=True), axis_name)
+    var = _pmean(jnp.mean(jnp.square(x - mean), axis=0), axis_name)
     s = jnp.mean(jnp.sqrt(var + self.epsilon))
     extra = jnp.broadcast_to(s, x.shape[:-1] + (1,)).astype(x.dtype)
     return jnp.concatenate([x, extra], axis=-1)
+
+
+def _pmean(x: jax.Array, axis_name: str | None) -> jax.Array:
+  return x if axis_name is None else jax.lax.pmean(x, axis_name)
 
 
 def _conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -196,14 +203,15 @@ class MLPDiscriminator(nn.Module):
   minibatch_std: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, update_stats: bool = False,
+               axis_name: str | None = None) -> jax.Array:
     h = x.reshape(x.shape[0], -1)
     for i, width in enumerate(self.hidden):
       h = _maybe_sn(nn.Dense(width, name=f"dense_{i}"), h,
                     self.spectral_norm, update_stats)
       h = nn.leaky_relu(h, 0.2)
     if self.minibatch_std:
-      h = MinibatchStd()(h)
+      h = MinibatchStd()(h, axis_name)
     h = _maybe_sn(nn.Dense(1, name="out"), h, self.spectral_norm,
                   update_stats)
     return h[:, 0]
@@ -277,7 +285,8 @@ class DCGANDiscriminator(nn.Module):
   minibatch_std: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, update_stats: bool = False,
+               axis_name: str | None = None) -> jax.Array:
     levels, _ = dcgan_levels(int(x.shape[1]))
     h = x
     ch = self.width
@@ -288,7 +297,7 @@ class DCGANDiscriminator(nn.Module):
       h = nn.leaky_relu(h, 0.2)
       ch *= 2
     if self.minibatch_std:
-      h = MinibatchStd()(h)
+      h = MinibatchStd()(h, axis_name)
     h = h.reshape(h.shape[0], -1)
     h = _maybe_sn(nn.Dense(1, name="out"), h, self.spectral_norm,
                   update_stats)
