@@ -86,25 +86,6 @@ def test_check_finite():
     data.check_finite(x)
 
 
-def test_csv_rows_and_columns(tmp_path):
-  """The CSV core both --csv readers share: missing cells are NaN, text is
-  an error naming the column, the value and its line."""
-  path = tmp_path / "t.csv"
-  path.write_text("a, b ,c\n1,2,x\n\n3,NA,y\n4,null\n , ,\n5.5,1e3,z\n")
-  header, rows = data.read_csv_rows(path)
-  assert header == ["a", "b", "c"] and len(rows) == 4  # blank rows skipped
-  np.testing.assert_array_equal(data.csv_column(rows, 0, "a"), [1, 3, 4, 5.5])
-  np.testing.assert_array_equal(data.csv_column(rows, 1, "b"), [2, np.nan, np.nan, 1e3])
-  with pytest.raises(data.CSVError, match=r"column 'c' is not numeric: 'x' at line 2"):
-    data.csv_column(rows, 2, "c")
-  for text, match in [("", "empty"), ("a,b\n", "no data rows"), ("a,a\n1,2\n", "duplicate")]:
-    path.write_text(text)
-    with pytest.raises(data.CSVError, match=match):
-      data.read_csv_rows(path)
-  with pytest.raises(data.CSVError, match="expected an existing CSV file"):
-    data.read_csv_rows(tmp_path / "missing.csv")
-
-
 def test_stack_channels_builds_stacked_digits_with_mode_labels(digits):
   """Every channel of a stacked image is one of the source images, and the
   label is 100*d0 + 10*d1 + d2 of those images' digits."""
