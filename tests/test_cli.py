@@ -74,7 +74,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, cli_main, 
   lines = [l for l in err.splitlines() if l.strip()]
   assert len(lines) in (1, 2) and message in lines[-1], err   # argparse adds a usage line
   assert "Traceback" not in err
-  assert not (tmp_path / "wd" / "run.json").exists()
+  assert not (tmp_path / "wd").exists()          # not even an empty folder
 
 
 def test_help_lists_flags_with_defaults(cli_main):

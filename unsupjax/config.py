@@ -51,6 +51,7 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *,
 
 
 def scope(field: dataclasses.Field) -> str:
+  """The field's scope: 'run' (the default), 'grow' or 'local'."""
   return field.metadata.get("scope", "run")
 
 
@@ -60,6 +61,7 @@ def field_types(cls: type) -> dict[str, Any]:
 
 
 def is_config(tp: Any) -> bool:
+  """Whether `tp` is a dataclass type (a nested config)."""
   return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 

@@ -55,6 +55,8 @@ class Series:
 
 @dataclasses.dataclass(frozen=True)
 class Panel:
+  """One plot of the figure: its title, y label and `Series`; optional
+  y limits, a dotted reference level `hline` and integer ticks."""
   title: str
   ylabel: str
   series: tuple[Series, ...]

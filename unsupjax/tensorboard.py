@@ -144,10 +144,12 @@ class EventWriter:
     self.flush()
 
   def flush(self) -> None:
+    """Writes buffered events to the file."""
     if self._writer is not None:
       self._writer.flush()
 
   def close(self) -> None:
+    """Flushes and closes the file; later writes are ignored."""
     if self._writer is not None:
       self._writer.flush()
       self._writer.close()

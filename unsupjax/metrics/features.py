@@ -93,6 +93,7 @@ def init_params(key: jax.Array) -> dict:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+  """The hex SHA-256 of the file at `path`, read in 1 MiB chunks."""
   h = hashlib.sha256()
   with open(path, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):

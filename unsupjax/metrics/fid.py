@@ -25,7 +25,7 @@ concrete arrays, through `jax.pure_callback` under `jit`). A d x d problem
 (d = 64 for unsupjax's MNIST features) costs microseconds there.
 `precision="float32"` keeps everything on device in float32 (for use inside
 a compiled loop); its error is measured by benchmarks/fid_floor.py and
-written down in docs/metrics.md. The feature statistics themselves are
+written down in docs/guide/metrics.md. The feature statistics themselves are
 computed on device in the features' dtype (float32 unless x64 is on),
 centred first (two-pass) to avoid cancellation.
 

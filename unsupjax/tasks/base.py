@@ -293,6 +293,20 @@ def read_record(workdir: pathlib.Path, flag: str = "--workdir") -> dict | None:
   return record
 
 
+def check_writable(workdir: pathlib.Path) -> None:
+  """UsageError naming --workdir unless `workdir` can be written, checked
+  without creating it (a refused command leaves no empty folder behind)."""
+  if workdir.exists():
+    if not workdir.is_dir():
+      raise UsageError(f"--workdir: expected a directory, got the file {str(workdir)!r}")
+    writable_workdir(workdir)
+    return
+  parent = next(p for p in workdir.absolute().parents if p.exists())
+  if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+    raise UsageError(f"--workdir: expected a writable directory, got {str(workdir)!r} "
+                     f"({parent} is not writable)")
+
+
 def writable_workdir(path: str | os.PathLike) -> pathlib.Path:
   workdir = pathlib.Path(path)
   try:
@@ -360,12 +374,7 @@ def prepare_workdir(task: Task, cfg, workdir: pathlib.Path, previous: dict | Non
       # bundles and evaluations (a user's other files stay).
       drawn = [p.name for pattern in ("*.png", "*.npz", "eval*.json")
                for p in workdir.glob(pattern)]
-      for name in (*RUN_OUTPUTS, *drawn):
-        p = workdir / name
-        if p.is_dir():
-          shutil.rmtree(p)
-        elif p.exists():
-          p.unlink()
+      clear(workdir, (*RUN_OUTPUTS, *drawn))
     write_json(workdir / RUN_FILE, run_record(task, cfg, previous if cfg.resume else None))
   parallel.sync_processes("unsupjax:workdir-ready")
 
@@ -406,14 +415,22 @@ def claim_workdir(name: str, path: str, overwrite: bool,
     if not overwrite:
       raise UsageError(f"--workdir: {workdir} already holds a {name} run; pass "
                        "--overwrite to replace it, or choose another --workdir")
-  if workdir.is_dir():
-    writable_workdir(workdir)
-  else:
-    parent = next(p for p in workdir.absolute().parents if p.exists())
-    if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
-      raise UsageError(f"--workdir: expected a writable directory, got {str(workdir)!r} "
-                       f"({parent} is not writable)")
+  check_writable(workdir)
   return workdir
+
+
+def clear(workdir: pathlib.Path, names: Sequence[str]) -> None:
+  """Removes the files and folders `names` of a replaced run from `workdir`
+  (process 0 only; callers have checked that they may)."""
+  import jax
+  if jax.process_index() != 0:
+    return
+  for name in names:
+    p = workdir / name
+    if p.is_dir():
+      shutil.rmtree(p)
+    elif p.exists():
+      p.unlink()
 
 
 def start_run(name: str, cfg: Any, workdir: pathlib.Path, outputs: Sequence[str]) -> None:
@@ -421,12 +438,7 @@ def start_run(name: str, cfg: Any, workdir: pathlib.Path, outputs: Sequence[str]
   `claim_workdir` allowed it) and writes run.json: {"model": name,
   "config": cfg's record, ...}."""
   writable_workdir(workdir)
-  for n in outputs:
-    p = workdir / n
-    if p.is_dir():
-      shutil.rmtree(p)
-    elif p.exists():
-      p.unlink()
+  clear(workdir, outputs)
   from unsupjax import __version__
   write_json(workdir / RUN_FILE,
                   {"model": name, "config": config_lib.to_record(cfg), "created": time.time(),
@@ -504,7 +516,7 @@ def train(task: Task, cfg) -> dict:
   mode = init_parallel(cfg)
   task.make_model_config(cfg)                  # checks the model's settings
   workdir, previous = check_workdir(task, cfg)
-  writable_workdir(workdir) if previous is None and not workdir.exists() else None
+  check_writable(workdir)
   data = task.load(cfg)
   check_data(task, cfg, data)
   prepare_workdir(task, cfg, workdir, previous)

@@ -104,10 +104,12 @@ class Checkpointer:
     return sorted(int(e) for e in self.manager.all_steps())
 
   def latest_epoch(self) -> int | None:
+    """The newest checkpointed epoch, or None without one."""
     epochs = self.epochs()
     return epochs[-1] if epochs else None
 
   def step_dir(self, epoch: int) -> pathlib.Path:
+    """The directory of epoch `epoch`'s checkpoint."""
     return self.directory / str(epoch)
 
   def save(self, epoch: int, state, meta: dict) -> None:
@@ -181,6 +183,7 @@ class Checkpointer:
     return target
 
   def close(self) -> None:
+    """Closes the orbax checkpoint manager."""
     self.manager.close()
 
 

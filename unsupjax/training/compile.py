@@ -2,7 +2,7 @@
 
 `compile_lowered(lowered)` compiles with `compiler_options()`: on the CPU
 backend, LLVM optimisation level 1 instead of XLA's default, which compiles
-the library's steps faster and runs them as fast (docs/parallel.md has the
+the library's steps faster and runs them as fast (docs/results/performance.md has the
 measurements and `benchmarks/compile.py --compare-xla-defaults` the
 command); `UNSUPJAX_CPU_COMPILER_OPTIONS=0` turns it off. A jaxlib that no
 longer knows the option falls back to XLA's defaults, says so once and sets

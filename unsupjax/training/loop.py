@@ -42,6 +42,7 @@ import numpy as np
 
 from unsupjax import data as data_lib
 from unsupjax import parallel as par_lib
+from unsupjax import runlog
 from unsupjax.rng import named
 from unsupjax.training import runner as runner_lib
 from unsupjax.training.checkpoint import CHECKPOINT_DIR, CheckpointError, Checkpointer
@@ -86,6 +87,7 @@ class Action(NamedTuple):
 
 
 class FitResult(NamedTuple):
+  """What `fit` returns: the final state, this call's records and timings."""
   state: Any
   history: list[dict]          # one record per epoch run in this call
   compile_seconds: float       # tracing + XLA compilation of train and eval
@@ -107,21 +109,7 @@ def _finite(v: Any) -> bool:
 def read_history(path: pathlib.Path, upto_epoch: int) -> list[dict]:
   """The records of metrics.jsonl up to `upto_epoch` (a line cut short by a
   kill, only ever the last, is dropped)."""
-  if not path.exists():
-    return []
-  records = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        rec = json.loads(line)
-      except ValueError:
-        break
-      if isinstance(rec, dict) and rec.get("epoch", 0) <= upto_epoch:
-        records.append(rec)
-  return records
+  return [r for r in runlog.read_records(path) if r.get("epoch", 0) <= upto_epoch]
 
 
 def stream_order(data_key: jax.Array, n: int, batch_size: int,

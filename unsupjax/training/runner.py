@@ -248,7 +248,7 @@ def make_runner(train_step: Callable, state, train_x, step_key: jax.Array, *,
   del placed, example
   # Several processes on CPU: each step finishes before the next is sent;
   # dispatching far ahead there can deadlock a collective step waiting for
-  # an in-flight slot held by queued programs (docs/parallel.md).
+  # an in-flight slot held by queued programs (docs/guide/parallel.md).
   pace = multi and jax.devices()[0].platform == "cpu"
 
   def run(st, ids):
