@@ -229,7 +229,7 @@ def _cli(capsys, *argv):
 # The autoencoder of the runs: 64-128-128-10 on digits, batch 64.
 AE_FLAGS = ["--hidden", "128", "128", "--latent-dim", "10", "--batch-size", "64",
             "--no-progress", "--no-compile-cache"]
-# k-means on the raw digits pixels (kmeans.fit, 10 restarts; docs/deep_clustering.md).
+# k-means on the raw digits pixels (kmeans.fit, 10 restarts; docs/results/deep_clustering.md).
 RAW_KMEANS_ACC = 0.791
 
 

@@ -762,7 +762,7 @@ def test_cli_stacked_mnist_counts_modes_and_evaluate_reproduces_them(tmp_path, m
 
 def test_cli_stacked_mnist_default_is_the_benchmarked_one():
   """Stacked MNIST: 140 epochs at a constant rate, batch 64, pac 2, spectral
-  norm and D at twice G's rate, the run whose 1,000 modes and KL docs/gan.md
+  norm and D at twice G's rate, the run whose 1,000 modes and KL docs/results/gan.md
   and benchmarks/results/gan_modes.json report."""
   from unsupjax.tasks import gan as gan_task
   cfg = _flags("--dataset", "stacked_mnist")
@@ -798,7 +798,7 @@ def test_cli_decay_epochs():
 def test_cli_toy_defaults_are_the_benchmarked_ones():
   """ring8: 200 epochs, pac 2, spectral norm; grid25: 600 epochs, pac 4, R1
   0.1, no spectral norm and D at twice G's learning rate; both with a cosine
-  decay over the run: the configurations whose mode coverage docs/gan.md
+  decay over the run: the configurations whose mode coverage docs/results/gan.md
   reports. An explicit flag still overrides the dataset's default, and --lr
   scales both rates."""
   from unsupjax.tasks import gan as gan_task

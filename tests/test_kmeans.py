@@ -586,7 +586,7 @@ def test_bad_input_raises_before_compute(digits):
 
 
 # ----------------------------------------------------------------------------
-# Topic clustering (the README example) and the CLI.
+# Topic clustering (the example of docs/guide/kmeans.md) and the CLI.
 
 TOPICS = {
     "space": ["the rocket launched the satellite into orbit around the moon",

@@ -9,7 +9,7 @@ per-cluster sums are formed (one-hot matmul or `segment_sum` per block, or
 one `segment_sum` over all rows after the pass). Every plan gives the same
 labels. Also `bucket`/`pad_to`: the padded shape small inputs compile
 for. Does not run anything; the constants in `CPU_COSTS` come from
-`benchmarks/kmeans_calibrate.py` (docs/kmeans.md has the runs).
+`benchmarks/kmeans_calibrate.py` (docs/results/kmeans.md has the runs).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ DIRECT_UNTILED_MAX_K = 10
 TILE = 128
 
 # Seconds per counted unit on XLA:CPU (`plan_counts` names the units),
-# fitted by benchmarks/kmeans_calibrate.py; docs/kmeans.md has the run.
+# fitted by benchmarks/kmeans_calibrate.py; docs/results/kmeans.md has the run.
 CPU_COSTS = {
     "iter": 0.000308,        # one iteration's fixed work (update, checks)
     "row": 0,                # per-row work of any plan (labels, norms)

@@ -42,7 +42,7 @@ ACTIVATIONS = {"relu": fnn.relu, "elu": fnn.elu, "gelu": fnn.gelu,
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
   """VAE hyper-parameters. Defaults: the MLP 784-500-20 MNIST VAE (GELU hidden
-  layers; see the README for the measured choice).
+  layers; see docs/results/autoencoders.md for the measured choice).
 
   binarize: dynamic binarisation of [0, 1] inputs (Bernoulli decoder only).
   ema_decay: decay of the EMA of the weights that evaluation, sampling and
@@ -159,7 +159,7 @@ def init_state(key: chex.PRNGKey, config: VAEConfig, example_batch: jax.Array) -
 def init_output_bias(state: VAEState, train_x) -> VAEState:
   """Sets the Bernoulli decoder's output bias to the logits of the training
   data's mean image (a standard warm start: the decoder starts out predicting
-  the mean image instead of 0.5 everywhere; see the README for what it is
+  the mean image instead of 0.5 everywhere; see docs/results/autoencoders.md for what it is
   worth on MNIST). Dense decoders get one bias per pixel; conv decoders, whose last
   bias is per channel, the logit of the mean intensity. Also resets the
   optimizer state to match the new parameters.

@@ -64,7 +64,7 @@ from unsupjax.tasks import base, watch
 DEC_HIDDEN = (500, 500, 2000)
 # How the autoencoder is pretrained. `dec-sgd` is the Keras DEC
 # re-implementation's MNIST script (SGD lr 1, momentum 0.9, U(+-1/sqrt(fan_in))
-# kernels, 300 epochs); it beat Adam 1e-3 on MNIST (docs/deep_clustering.md),
+# kernels, 300 epochs); it beat Adam 1e-3 on MNIST (docs/results/deep_clustering.md),
 # so it is the default for the dense autoencoder there and on Fashion-MNIST.
 RECIPES = {
     "adam": {"pretrain_optimizer": "adam", "learning_rate": 1e-3,
@@ -259,7 +259,7 @@ class DECFlags(PretrainFlags):
 @dataclasses.dataclass(frozen=True)
 class IDECFlags(DECFlags):
   # Adam 1e-3 as IDEC's reference code on MNIST: under L_r + 0.1 * KL, SGD at
-  # DEC's 0.01 barely moves the clusters (docs/deep_clustering.md).
+  # DEC's 0.01 barely moves the clusters (docs/results/deep_clustering.md).
   optimizer: str = option("adam", "clustering-phase optimizer (sgd has momentum 0.9)",
                           choices=dec_model.OPTIMIZERS, group="clustering")
   idec: bool = option(True, hidden=True)
@@ -520,18 +520,6 @@ def _saved_epochs(workdir: pathlib.Path) -> list[int]:
           if (workdir / training.CHECKPOINT_DIR).is_dir() else [])
 
 
-def _clear(workdir: pathlib.Path, names) -> None:
-  import shutil
-  if jax.process_index() != 0:
-    return
-  for name in names:
-    p = workdir / name
-    if p.is_dir():
-      shutil.rmtree(p)
-    elif p.exists():
-      p.unlink()
-
-
 def _one_process() -> None:
   if jax.process_count() > 1:
     raise UsageError(f"--num-processes: deep clustering clusters every example in one "
@@ -580,7 +568,7 @@ def train_autoencoder(task: base.Task, cfg: PretrainFlags) -> dict:
   base.check_data(task, cfg, data)
   base.prepare_workdir(task, cfg, workdir, previous)
   if previous is not None and cfg.overwrite:
-    _clear(workdir, OUTPUTS)
+    base.clear(workdir, OUTPUTS)
   key = run_key(cfg.seed)
   ae_state = restore_pretrained(source, data, key)
   monitor = watch.Monitor(workdir, task.name, cfg)
@@ -631,7 +619,7 @@ def train_clustering(task: base.Task, cfg: DECFlags) -> dict:
                                                  overwrite=here.overwrite), workdir, previous)
   if previous is not None and here.overwrite:
     # With --pretrained, an earlier run's pretrain/ is not this run's autoencoder.
-    _clear(workdir, OUTPUTS + ((PRETRAIN_DIR,) if cfg.overwrite and cfg.pretrained else ()))
+    base.clear(workdir, OUTPUTS + ((PRETRAIN_DIR,) if cfg.overwrite and cfg.pretrained else ()))
   if cfg.compile_cache:
     training.enable_compilation_cache(pathlib.Path(cfg.cache_dir) / "jax")
   key = run_key(cfg.seed)

@@ -2,7 +2,7 @@
 
 `config_for(dataset, data_shape)` gives the configuration that works
 without tuning for each built-in dataset (the measurements behind each
-default are in docs/gan.md).
+default are in docs/results/gan.md).
 
 Does not offer: the networks (`nets`), the losses (`losses`), the update
 (`update`).
@@ -147,13 +147,13 @@ def config_for(dataset: str, data_shape: Sequence[int], **overrides: Any) -> GAN
   regularised by spectral norm on the ring and by an R1 penalty (gamma 0.1)
   on the grid, where spectral norm left samples strung between modes and
   let long runs collapse; on the grid D also learns at twice G's rate
-  (2e-3: fewer samples between modes, docs/gan.md). (The CLI adds a cosine
+  (2e-3: fewer samples between modes, docs/results/gan.md). (The CLI adds a cosine
   decay over the run on both.)
   Images (digits, mnist, fashion_mnist, cifar10, stacked_mnist): DCGAN
   networks, sigmoid output (unsupjax's images are in [0, 1]), non-saturating
   loss, spectral norm in D, pac 2, Adam 2e-4 / (0.5, 0.999), EMA 0.999;
   on stacked_mnist D learns at twice G's rate (4e-4: lower mode KL and FID
-  after 60 epochs, docs/gan.md).
+  after 60 epochs, docs/results/gan.md).
   Anything else: the MLP with `GANConfig`'s defaults and a linear output.
   Where D learns faster than G (`D_LR_RATIO`), a `g_lr` override without a
   `d_lr` one keeps the ratio.

@@ -242,7 +242,7 @@ def d_step(state: GANState, batch: jax.Array, key: jax.Array,
     return d.apply_gradients(grads), stats, aux
 
   # Unrolled, not a lax.scan: XLA:CPU runs the DCGAN step much slower with
-  # the critic update inside a loop (docs/gan.md); n_critic is small.
+  # the critic update inside a loop (docs/results/gan.md); n_critic is small.
   d, d_stats = state.d, state.d_stats
   for k in jax.random.split(key, cfg.n_critic):
     d, d_stats, metrics = one_update(d, d_stats, k)
