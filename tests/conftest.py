@@ -6,6 +6,13 @@ import subprocess
 import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The suite compiles hundreds of small programs and runs each a few times,
+# so LLVM's optimisation passes cost more than they save; level 0 changes
+# how fast the machine code is, not what it computes. Set before JAX starts
+# its backend, and inherited by every subprocess the tests launch.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_backend_optimization_level=0").strip()
 
 import pytest  # noqa: E402
 

@@ -215,7 +215,7 @@ def test_cli_two_processes(tmp_path):
   outs = _run_job(commands, env, tmp_path, tmp_path / "logs")
   # The same numbers on both processes (the timings after them differ).
   lines = [out.strip().splitlines()[-1].split(" (")[0] for out, _ in outs]
-  assert lines[0] == lines[1] and lines[0].startswith("ae on digits: test MSE"), lines
+  assert lines[0] == lines[1] and lines[0].startswith("ae on digits: test_mse"), lines
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
   assert summary["device"].startswith("4 x cpu") and summary["steps"] == 2 * (1437 // 64)
   records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
