@@ -106,6 +106,25 @@ def mean_std(values: Sequence[float], fmt: str = ".3f") -> str:
   return f"{format(statistics.mean(v), fmt)} ± {format(statistics.stdev(v), fmt)}"
 
 
+def make_epoch_fn(train_step: Callable, batch_size: int) -> Callable:
+  """(state, x, data_key, step_key, epoch) -> (state, mean metrics): one
+  epoch's whole batches as the loop runs them on device (the epoch's keyed
+  order `data.batch_indices`, then `training.make_steps_fn`'s `lax.scan`),
+  as one program to jit, lower and time. x: an array or a pytree of arrays
+  sharing n, on device. `training.fit` passes `named(key, "data")` and
+  `named(key, "steps")` as the two keys."""
+  from unsupjax import data, training
+  from unsupjax.batched import num_rows
+
+  steps_fn = training.make_steps_fn(train_step)
+
+  def epoch_fn(state, x, data_key, step_key, epoch):
+    ids = data.batch_indices(data_key, epoch, num_rows(x), batch_size)
+    return steps_fn(state, x, ids, step_key)
+
+  return epoch_fn
+
+
 def run_cli(args: Sequence[str], log: Callable[[str], None], repo) -> str:
   """Runs `python -m unsupjax ARGS` from the checkout `repo` (JAX_PLATFORMS
   defaults to cpu); returns its last stdout line, raises with its stderr."""

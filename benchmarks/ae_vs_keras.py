@@ -44,18 +44,21 @@ class Unsupjax:
   def __init__(self, x_train, seed: int):
     import jax
     import jax.numpy as jnp
-    from unsupjax import autoencoder as ae, train
 
-    self.jax, self.jnp, self.ae, self.train = jax, jnp, ae, train
-    init_key, fit_key = jax.random.split(jax.random.PRNGKey(seed))
-    self.data_key, self.step_key = jax.random.split(fit_key)
-    self.state = ae.init_state(init_key, ae.AEConfig(), x_train[:1])
+    from unsupjax import rng, training
+    from unsupjax.models import autoencoder as ae
+
+    self.jax, self.jnp, self.ae, self.training = jax, jnp, ae, training
+    # The keys `unsupjax train ae --seed SEED` uses (base.train and training.fit).
+    key = rng.run_key(seed)
+    self.data_key, self.step_key = rng.named(key, "data"), rng.named(key, "steps")
+    self.state = ae.init_state(rng.named(key, "init"), ae.AEConfig(), x_train[:1])
     self.x = jax.device_put(x_train)
-    epoch_fn = jax.jit(train.make_epoch_fn(ae.train_step, BATCH), donate_argnums=0)
+    epoch_fn = jax.jit(_bench.make_epoch_fn(ae.train_step, BATCH), donate_argnums=0)
     t0 = time.perf_counter()
     lowered = epoch_fn.lower(self.state, self.x, self.data_key, self.step_key, jnp.int32(0))
     t1 = time.perf_counter()
-    self.compiled = train.compile_lowered(lowered)
+    self.compiled = training.compile_lowered(lowered)
     t2 = time.perf_counter()
     self.trace_seconds, self.compile_seconds = t1 - t0, t2 - t1
     self.setup_seconds = t2 - t0
@@ -75,7 +78,7 @@ class Unsupjax:
     return time.perf_counter() - t
 
   def test_metrics(self, x_test) -> dict:
-    ev = self.train.evaluate(self.state, self.ae.eval_step, x_test)
+    ev = self.training.evaluate(self.state, self.ae.eval_step, x_test)
     return {"test_mse": ev["mse"], "test_bce": ev["bce"]}
 
 

@@ -23,7 +23,6 @@ Run:  nice -n 10 env JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/anomaly.py
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import pathlib
 import sys
@@ -36,45 +35,50 @@ import _bench  # noqa: E402
 
 def one_class_mnist(args) -> dict:
   import jax
-  import jax.numpy as jnp
+  import numpy as np
 
-  from unsupjax import anomaly, autoencoder, data, train
+  from unsupjax import anomaly, data, rng, training
+  from unsupjax.models import autoencoder
 
   kw = dict(data_dir=args.data_dir, download=False)
   tr, te = data.load(args.dataset, "train", **kw), data.load(args.dataset, "test", **kw)
   classes = list(range(10))
-  xs, counts = anomaly.one_class_data(tr.flat(), tr.y, classes)
+  x, y = tr.flat(), tr.y
   config = autoencoder.AEConfig(hidden=tuple(args.hidden), latent_dim=args.latent_dim)
+  key = rng.run_key(0)  # the keys of `unsupjax anomaly one-class --seed 0`
   t0 = time.perf_counter()
-  r = anomaly.one_class_benchmark(config, args.score, xs, counts, te.flat(), te.y, classes,
-                                  epochs=args.epochs, batch_size=args.batch_size,
-                                  seed=0, contamination=0.05)
+  r = anomaly.one_class_benchmark(config, args.score, x, y, te.flat(), te.y, classes,
+                                  key=key, epochs=args.epochs, batch_size=args.batch_size,
+                                  contamination=0.05, progress=False)
   wall = time.perf_counter() - t0
-  r.pop("scores"), r.pop("labels")
+  for k in ("scores", "labels", "state"):
+    r.pop(k)
 
-  # Speed-up: the same epochs, one class at a time (one compiled per-class
-  # function, called ten times) vs the ten vmapped, over `timing_epochs`.
+  # Speed-up: the same steps (the run's own order, from its data key), one
+  # class at a time (one compiled per-class program, called ten times) vs
+  # the ten vmapped, over `timing_epochs` epochs as one scan of steps.
+  rows, counts = anomaly.class_rows(y, classes)
   steps = anomaly.steps_per_epoch_for(counts, args.batch_size)
-  keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(0), c) for c in classes])
-  init_keys, fit_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-  init = lambda k: autoencoder.init_state(k, config, xs[0, :1])
-  fkw = dict(train_step=autoencoder.train_step, batch_size=args.batch_size,
-             steps_per_epoch=steps, epochs=args.timing_epochs)
-  vm = jax.jit(functools.partial(anomaly.train_one_class_vmapped, **fkw))
-  one = jax.jit(functools.partial(anomaly.train_one_class, **fkw))
-  stacked = anomaly.init_stacked(init, init_keys)
-  xs_d, counts_d = jax.device_put(xs), jax.device_put(counts)
-  # Slices of the stack: the same static fields (optimizer), one compile.
-  singles = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in classes]
-  vm_c = train.compile_lowered(vm.lower(stacked, xs_d, counts_d, fit_keys, jnp.int32(0)))
-  one_c = train.compile_lowered(
-      one.lower(singles[0], xs_d[0], counts_d[0], fit_keys[0], jnp.int32(0)))
+  order = anomaly.class_order(rng.named(key, "data"), rows, counts, args.batch_size, steps,
+                              classes)
+  ids = np.concatenate([order(e) for e in range(1, args.timing_epochs + 1)])  # [s, k, b]
+  step_key = rng.named(key, "steps")
+  stacked = anomaly.init_one_class(autoencoder, config, x[:1], key, classes)
+  x_d, ids_d = jax.device_put(x), jax.device_put(ids)
+  vm = jax.jit(training.make_steps_fn(anomaly.stacked_step(autoencoder.train_step)))
+  one = jax.jit(training.make_steps_fn(autoencoder.train_step))
+  # Slices of the stack: the same static fields (optimizer), one compile;
+  # class c's step key as stacked_step derives it.
+  singles = [jax.tree.map(lambda a, i=i: a[i], stacked.states) for i in range(len(classes))]
+  single_ids = [ids_d[:, i] for i in range(len(classes))]
+  single_keys = [jax.random.fold_in(step_key, c) for c in classes]
+  vm_c = training.compile_lowered(vm.lower(stacked, x_d, ids_d, step_key))
+  one_c = training.compile_lowered(one.lower(singles[0], x_d, single_ids[0], single_keys[0]))
   t_vmap = _bench.median_seconds(
-      lambda: jax.block_until_ready(vm_c(stacked, xs_d, counts_d, fit_keys, jnp.int32(0))),
-      repeats=3)
+      lambda: jax.block_until_ready(vm_c(stacked, x_d, ids_d, step_key)), repeats=3)
   t_seq = _bench.median_seconds(
-      lambda: jax.block_until_ready([one_c(singles[i], xs_d[i], counts_d[i], fit_keys[i],
-                                           jnp.int32(0)) for i in classes]), repeats=3)
+      lambda: jax.block_until_ready([one_c(singles[i], x_d, single_ids[i], single_keys[i])
+                                     for i in range(len(classes))]), repeats=3)
   return {"dataset": args.dataset, "model": "dense AE", "hidden": args.hidden,
           "latent_dim": args.latent_dim, "score": args.score, "epochs": args.epochs,
           "batch_size": args.batch_size, **r, "benchmark_wall_seconds": wall,
@@ -102,8 +106,9 @@ def breast_cancer(args) -> dict:
   import numpy as np
   from sklearn.datasets import load_breast_cancer
 
-  from unsupjax import anomaly, autoencoder
-  from unsupjax.anomaly_detector import AnomalyDetector
+  from unsupjax import anomaly
+  from unsupjax.anomaly import AnomalyDetector
+  from unsupjax.models import autoencoder
 
   bc = load_breast_cancer()
   x = bc.data.astype(np.float64)

@@ -16,14 +16,13 @@ Run:  nice -n 10 env JAX_PLATFORMS=cpu PYTHONPATH=. python \
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from unsupjax import anomaly, autoencoder, data
+from unsupjax import anomaly, data, rng, training
+from unsupjax.models import autoencoder
 
 CONFIGS = {
     "base": dict(arch="dense"),                      # 784-128-32, BCE training
@@ -39,38 +38,42 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("config", choices=tuple(CONFIGS))
   p.add_argument("epochs", type=int)
+  p.add_argument("--dataset", default="mnist", help="mnist (the study), or digits for a "
+                 "quick check")
   p.add_argument("--data-dir", default=None)
   p.add_argument("--batch-size", type=int, default=128)
+  p.add_argument("--seed", type=int, default=0)
   p.add_argument("--code-scores", action="store_true")
   args = p.parse_args()
   kw = dict(data_dir=args.data_dir, download=False)
-  tr, te = data.load("mnist", "train", **kw), data.load("mnist", "test", **kw)
+  tr, te = data.load(args.dataset, "train", **kw), data.load(args.dataset, "test", **kw)
   cfg = autoencoder.AEConfig(**CONFIGS[args.config])
   xtr, xte = tr.flat(), te.flat()
-  xs, counts = anomaly.one_class_data(xtr, tr.y, range(10))
-  steps = anomaly.steps_per_epoch_for(counts, args.batch_size)
-  keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(0), c) for c in range(10)])
-  init_keys, fit_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-  states = anomaly.init_stacked(lambda k: autoencoder.init_state(k, cfg, xtr[:1]), init_keys)
-  epoch = jax.jit(functools.partial(
-      anomaly.train_one_class_vmapped, train_step=autoencoder.train_step,
-      batch_size=args.batch_size, steps_per_epoch=steps, epochs=1))
-  xs_d, counts_d = jnp.asarray(xs), jnp.asarray(counts)
-  labels = np.stack([te.y != c for c in range(10)])
+  classes = list(range(10))
+  rows, counts = anomaly.class_rows(tr.y, classes)
+  # The keys of `unsupjax anomaly one-class --seed SEED`.
+  key = rng.run_key(args.seed)
+  stacked = anomaly.init_one_class(autoencoder, cfg, xtr[:1], key, classes)
+  labels = np.stack([te.y != c for c in classes])
   auroc = lambda s: np.asarray(jax.vmap(anomaly.auroc)(s, labels))
-  score = lambda name: anomaly.score_stacked(
+  score = lambda states, name: anomaly.score_stacked(
       states, lambda s, b: autoencoder.eval_step(s, b)[name], xte)
   t0 = time.time()
   snapshots = []
-  for e in range(args.epochs):
-    states, m = epoch(states, xs_d, counts_d, fit_keys, jnp.int32(e))
-    if args.code_scores and e + 1 > args.epochs // 2:
-      snapshots.append(score("mse"))
-    if (e + 1) % 5 == 0 or e + 1 == args.epochs:
-      row = {name: auroc(score(name)) for name in ("mse", "bce")}
-      print(f"{args.config} epoch {e + 1} ({time.time() - t0:.0f} s): " + "; ".join(
+
+  def report(epoch: int, st) -> None:
+    if args.code_scores and epoch > args.epochs // 2:
+      snapshots.append(score(st.states, "mse"))
+    if epoch % 5 == 0 or epoch == args.epochs:
+      row = {name: auroc(score(st.states, name)) for name in ("mse", "bce")}
+      print(f"{args.config} epoch {epoch} ({time.time() - t0:.0f} s): " + "; ".join(
           f"{k} mean AUROC {v.mean():.4f} {np.round(v.astype(float), 3).tolist()}"
           for k, v in row.items()), flush=True)
+
+  result = anomaly.train_one_class(stacked, autoencoder.train_step, xtr, rows, counts,
+                                   key=key, epochs=args.epochs, batch_size=args.batch_size,
+                                   actions=[training.Action(report)], progress=False)
+  states = result.state.states
   if not args.code_scores:
     return
   mse = snapshots[-1]
@@ -81,14 +84,15 @@ def main() -> None:
   for i in range(10):
     one = jax.tree.map(lambda a, i=i: a[i], states)
     enc = jax.jit(lambda b: autoencoder.encode(one, b))
-    c_tr = np.asarray(enc(xs[i, :counts[i]]), np.float64)
+    own = xtr[rows[i, :counts[i]]]
+    c_tr = np.asarray(enc(own), np.float64)
     c_te = np.asarray(enc(xte), np.float64)
     mu = c_tr.mean(0)
     prec = np.linalg.inv(np.cov(c_tr.T) + 1e-3 * np.eye(c_tr.shape[1]))
     d_te = np.einsum("ni,ij,nj->n", c_te - mu, prec, c_te - mu)
     d_tr = np.einsum("ni,ij,nj->n", c_tr - mu, prec, c_tr - mu)
     r_tr = anomaly.score_dataset(one, lambda s, b: autoencoder.eval_step(s, b)["mse"],
-                                 xs[i, :counts[i]])
+                                 own)
     mahal.append(d_te)
     combined.append((d_te - d_tr.mean()) / d_tr.std() + (mse[i] - r_tr.mean()) / r_tr.std())
   mahal = np.array(mahal)

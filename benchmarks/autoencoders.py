@@ -48,12 +48,18 @@ def step_flops(step, state, batch, key) -> float:
 
 def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation=None,
                 output_bias=True, ema_decay=None):
-  import jax
   import numpy as np
-  from unsupjax import autoencoder as ae, train, vae
-  from unsupjax.metrics import reconstruction
 
-  init_key, fit_key, test_key, iwae_key = jax.random.split(jax.random.PRNGKey(seed), 4)
+  from unsupjax import training
+  from unsupjax.metrics import reconstruction
+  from unsupjax.models import autoencoder as ae
+  from unsupjax.models import vae
+  from unsupjax.rng import named, run_key
+
+  # The keys `unsupjax train MODEL --seed SEED` uses for the same purposes.
+  fit_key = run_key(seed)
+  init_key, test_key = named(fit_key, "init"), named(fit_key, "test-binarize")
+  iwae_key = named(fit_key, "iwae")
   flat = name in ("ae", "dae", "vae")
   x_train = xtr.reshape(len(xtr), -1) if flat else xtr
   x_test = xte.reshape(len(xte), -1) if flat else xte
@@ -71,9 +77,9 @@ def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation=
            "dae": ae.AEConfig(corruption="gaussian", noise_level=0.3)}[name]
     state = ae.init_state(init_key, cfg, x_train[:1])
     eval_x = x_test
-  flops = step_flops(module.train_step, state, x_train[:batch], fit_key)
-  result = train.fit(state, module.train_step, module.eval_step, x_train, eval_x,
-                     key=fit_key, epochs=epochs, batch_size=batch, progress=False)
+  flops = step_flops(module.train_step, state, x_train[:batch], named(fit_key, "steps"))
+  result = training.fit(state, module.train_step, module.eval_step, x_train, eval_x,
+                        key=fit_key, epochs=epochs, batch_size=batch, progress=False)
   times = [r["epoch_seconds"] for r in result.history]
   median = statistics.median(times[1:]) if len(times) > 1 else times[0]
   steps = len(x_train) // batch
@@ -81,7 +87,7 @@ def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation=
          "compile_seconds": result.compile_seconds, "median_epoch_seconds": median,
          "flops_per_step": flops, "achieved_flops": flops * steps / median}
   if name == "vae":
-    final = train.evaluate(result.state, vae.eval_step, eval_x)
+    final = training.evaluate(result.state, vae.eval_step, eval_x)
     row["test_neg_elbo"] = final["neg_elbo"]
     grey = reconstruction.dataset_means(
         lambda b: reconstruction.from_reconstruction(vae.reconstruct(result.state, b), b), x_test)
@@ -92,7 +98,7 @@ def bench_model(name, xtr, xte, epochs, seed, iwae_k, iwae_examples, activation=
                                                   iwae_key, iwae_k)
       row["iwae_seconds"] = time.perf_counter() - t
   else:
-    final = train.evaluate(result.state, ae.eval_step, x_test)
+    final = training.evaluate(result.state, ae.eval_step, x_test)
     row["test_mse"] = final["mse"]
     row["test_bce"] = final["bce"]
   return row

@@ -100,6 +100,7 @@ def bench_png(x_u8: np.ndarray) -> dict:
 
 def bench_codec(workdir: pathlib.Path, x_u8: np.ndarray) -> dict:
   import json
+
   from unsupjax.models.codec import io as codec_io
   c = codec_io.Codec.load(workdir / codec_io.BUNDLE_FILE)
   x = x_u8[..., None].astype(np.float32) / np.float32(255.0)
@@ -125,6 +126,7 @@ def bench_residual(workdir: pathlib.Path, x_u8: np.ndarray, train_x: np.ndarray)
   """One row per residual step of the codec in workdir (its tables counted
   on train_x first if the bundle has none)."""
   import json
+
   from unsupjax.models import codec as codec_lib
   from unsupjax.models.codec import io as codec_io
   c = codec_io.Codec.load(workdir / codec_io.BUNDLE_FILE)

@@ -20,7 +20,7 @@ and, separately, the compilations a full `unsupjax train ae` run performs
 shapes: a group compiled twice is a recompilation).
 
 Programs are compiled as the library compiles its steps
-(`train.compile_lowered`: on CPU with `train.CPU_COMPILER_OPTIONS`).
+(`training.compile_lowered`: on CPU with `training.CPU_COMPILER_OPTIONS`).
 `--xla-defaults` measures with XLA's default options instead;
 `--compare-xla-defaults` also compiles every case with XLA's defaults, and
 `--compare-options JSON` (repeatable) with the given XLA options, e.g.
@@ -59,7 +59,8 @@ def build(name: str, batch: int):
   import jax
   import numpy as np
 
-  from unsupjax import autoencoder, gan, kmeans, vae
+  from unsupjax import kmeans
+  from unsupjax.models import autoencoder, gan, vae
 
   rng = np.random.default_rng(0)
   img = rng.uniform(size=(batch, 28, 28, 1)).astype(np.float32)
@@ -90,12 +91,12 @@ def build(name: str, batch: int):
 def trace_lower_compile(step, state, x, key):
   import jax
 
-  from unsupjax import train
+  from unsupjax import training
   t0 = time.perf_counter()
   traced = jax.jit(step).trace(state, x, key)
   lowered = traced.lower()
   t1 = time.perf_counter()
-  compiled = train.compile_lowered(lowered)
+  compiled = training.compile_lowered(lowered)
   t2 = time.perf_counter()
   return compiled, t1 - t0, t2 - t1, lowered
 
@@ -119,8 +120,8 @@ def _count_cache_hits():
 
 def child(cache_dir: str) -> None:
   """Trace + lower + compile every case with the persistent cache warm."""
-  from unsupjax import train
-  train.enable_compilation_cache(cache_dir)
+  from unsupjax import training
+  training.enable_compilation_cache(cache_dir)
   hits = _count_cache_hits()
   out = {}
   for name, batch in CASES:
@@ -151,9 +152,13 @@ def count_cli_compilations(workdir: str) -> dict:
   quiet = [logging.getLogger(n) for n in ("jax._src.interpreters.pxla",
                                           "jax._src.dispatch")]
   props = [q.propagate for q in quiet]
+  # Keep the compile log off stderr: not passed up, and a handler on each
+  # (a logger without one would fall back to logging.lastResort, stderr).
+  null = logging.NullHandler()
   jax.config.update("jax_log_compiles", True)
   for q in quiet:
-    q.propagate = False  # keep the compile log off stderr
+    q.propagate = False
+    q.addHandler(null)
   try:
     cli.main(["train", "ae", "--epochs", "3", "--workdir", workdir,
               "--no-progress", "--no-compile-cache"])
@@ -162,6 +167,7 @@ def count_cli_compilations(workdir: str) -> dict:
     logger.removeHandler(handler)
     for q, p in zip(quiet, props):
       q.propagate = p
+      q.removeHandler(null)
   groups: dict[str, int] = {}
   for msg in records:
     m = re.match(r"Compiling (\S+) with global shapes and types (.*?)\. Argument mapping", msg,
@@ -219,12 +225,12 @@ def main() -> None:
   import jax
   import numpy as np
 
-  from unsupjax import train
+  from unsupjax import training
 
   cache_dir = tempfile.mkdtemp(prefix="unsupjax-compile-bench-")
-  train.enable_compilation_cache(cache_dir)
+  training.enable_compilation_cache(cache_dir)
   peak = _bench.matmul_peak_flops()
-  options = train.compiler_options()
+  options = training.compiler_options()
   rows, results = [], {}
   alternatives = []   # (label, options) each case is also compiled with
   if args.compare_xla_defaults and options:

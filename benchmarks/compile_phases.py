@@ -3,7 +3,7 @@
 For each case (default: the DCGAN step at batch 64, the one step whose cold
 compile misses the 2 s goal in `benchmarks/compile.py`), the step is traced
 and lowered once, then compiled as the library compiles it
-(`train.compile_lowered`) under `jax.profiler`, and two tables are printed:
+(`training.compile_lowered`) under `jax.profiler`, and two tables are printed:
 
   * phases: XLA's own trace events during the compile (HLO passes, the
     per-fusion kernel compiler, LLVM code generation, ...), each summed
@@ -47,11 +47,11 @@ def _profiled_compile(lowered) -> tuple[object, float, list[dict]]:
   """(compiled, wall seconds, the profiler's complete events)."""
   import jax
 
-  from unsupjax import train
+  from unsupjax import training
   with tempfile.TemporaryDirectory() as d:
     jax.profiler.start_trace(d)
     t0 = time.perf_counter()
-    compiled = train.compile_lowered(lowered)
+    compiled = training.compile_lowered(lowered)
     wall = time.perf_counter() - t0
     jax.profiler.stop_trace()
     files = glob.glob(os.path.join(d, "**", "*.trace.json.gz"), recursive=True)

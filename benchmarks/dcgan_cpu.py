@@ -33,7 +33,9 @@ def build(batch: int, native_upconv: bool, critic_in_loop: bool):
   import jax
   import numpy as np
 
-  from unsupjax import gan, gan_nets, train
+  from unsupjax import training
+  from unsupjax.models import gan
+  from unsupjax.models.gan import nets as gan_nets
 
   class NativeUp(nn.Module):
     features: int
@@ -58,7 +60,7 @@ def build(batch: int, native_upconv: bool, critic_in_loop: bool):
 
     step = looped if critic_in_loop else gan.train_step
     t0 = time.perf_counter()
-    compiled = train.compile_lowered(jax.jit(step).trace(state, img, jax.random.key(1)).lower())
+    compiled = training.compile_lowered(jax.jit(step).trace(state, img, jax.random.key(1)).lower())
     compile_s = time.perf_counter() - t0
   finally:
     gan_nets.UpConv = saved

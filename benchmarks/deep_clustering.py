@@ -47,6 +47,29 @@ def run_cli(args: list[str], log) -> None:
   _bench.run_cli(args, log, REPO)
 
 
+def unfinished(wd: pathlib.Path, method: str) -> list[str]:
+  """The flag that lets a run start in `wd` again after a killed benchmark
+  left it unfinished (run.json, no summary.json): --resume where it can
+  continue (dec/idec resume whichever phase was cut short; the others need
+  a checkpoint), else --overwrite."""
+  if not (wd / "run.json").exists():
+    return []
+  ckpt = wd / "checkpoints"
+  can_resume = method in ("dec", "idec") or (ckpt.is_dir() and any(ckpt.iterdir()))
+  return ["--resume"] if can_resume else ["--overwrite"]
+
+
+def check_cached(wd: pathlib.Path, config: dict, want: dict) -> None:
+  """Refuses a run in `wd` whose recorded config (summary.json's "config",
+  the run.json record: field names such as n_clusters, learning_rate,
+  n_components, n_neighbors) differs from what this benchmark asks for."""
+  bad = [f"{k}={config.get(k)!r}, expected {v!r}" for k, v in want.items()
+         if config.get(k) != v]
+  if bad:
+    raise SystemExit(f"{wd} holds a run with other settings ({'; '.join(bad)}): move it "
+                     "away or choose another --runs-dir")
+
+
 def raw_kmeans(dataset: str, data_dir: str | None, seed: int, n_init: int) -> dict:
   import jax
   import jax.numpy as jnp
@@ -91,7 +114,7 @@ def main() -> None:
                  help="autoencoder pretraining (--recipe of the CLI): the Keras DEC "
                       "recipe (SGD lr 1, momentum 0.9, U(+-1/sqrt(fan_in)) kernels), or "
                       "Adam (lr 1e-3) with Keras's default init")
-  p.add_argument("--idec-optimizer", choices=("sgd", "adam"), default="sgd",
+  p.add_argument("--idec-optimizer", choices=("sgd", "adam"), default="adam",
                  help="IDEC's clustering-phase optimizer (--optimizer of the CLI)")
   p.add_argument("--skip-raw", action="store_true", help="no k-means on raw pixels")
   p.add_argument("--runs-dir", default=str(REPO / "runs" / "bench-deep-clustering"))
@@ -137,6 +160,22 @@ def main() -> None:
     _bench.write_json(a.json, payload)
     return table
 
+  def want(method: str, seed: int, reuse: bool, pre_dir: pathlib.Path) -> dict:
+    """The recorded settings a cached run of `method` must have."""
+    w = {"dataset": a.dataset, "seed": seed, "output": a.ae_output, "n_clusters": None,
+         "pretrain_epochs": a.pretrain_epochs}
+    if method in ("dec", "idec"):
+      w["epochs"] = a.epochs
+    if method == "idec":
+      w["optimizer"] = a.idec_optimizer
+    if method == "n2d":
+      w.update(n_components=None, n_neighbors=task.N2DFlags.n_neighbors)
+    if method != "ae-kmeans" or reuse:
+      w["pretrained"] = str(pre_dir)
+    else:
+      w["recipe"] = a.recipe
+    return w
+
   for seed in a.seeds:
     raw_file = runs / f"kmeans-raw-s{seed}.json"
     if raw_file.exists():
@@ -162,16 +201,19 @@ def main() -> None:
         if method not in a.methods:
           continue
         args = ["train", method, *common, "--seed", str(seed), "--workdir", str(wd),
-                "--pretrain-epochs", str(a.pretrain_epochs), "--epochs", str(a.epochs),
-                "--output", a.ae_output]
+                "--pretrain-epochs", str(a.pretrain_epochs), "--output", a.ae_output]
+        if method in ("dec", "idec"):  # ae-kmeans and n2d train only the autoencoder
+          args += ["--epochs", str(a.epochs)]
         if method != "ae-kmeans" or reuse:
           args += ["--pretrained", str(pre_dir)]
         else:
           args += recipe
         if method == "idec":
           args += ["--optimizer", a.idec_optimizer]
+        args += unfinished(wd, method)
         run_cli(args, log)
       s = json.loads((wd / "summary.json").read_text())
+      check_cached(wd, s["config"], want(method, seed, reuse, pre_dir))
       if method == "ae-kmeans" and not reuse:
         pretrain_s = s["pretrain_seconds"]
       if pretrain_s is None:

@@ -1,11 +1,11 @@
 """GAN step speed (MLP and DCGAN) and the time to cover all ring8 modes.
 
 For each configuration (the defaults of `gan.config_for`): the compile time
-of a whole-epoch `lax.scan` program (`train.make_epoch_fn`, what `unsupjax
-train gan` runs), its steady-state time per step, and, as the baseline
-measured in the same run, the time per step of the same `train_step` jitted
-alone and dispatched from a Python loop; the ratio is what compiling the
-epoch buys. FLOPs per step come from XLA's `cost_analysis()` of one step
+of a whole-epoch `lax.scan` program (`_bench.make_epoch_fn`: the loop's
+scan of steps, `training.make_steps_fn`), its steady-state time per step,
+and, as the baseline measured in the same run, the time per step of the
+same `train_step` jitted alone and dispatched from a Python loop; the ratio
+is what compiling the epoch buys. FLOPs per step come from XLA's `cost_analysis()` of one step
 and are reported as a fraction of this machine's f32 matmul peak (a large
 `jnp.dot`, measured in the same run).
 
@@ -46,7 +46,9 @@ def bench_config(name, dataset, shape, batch, steps, repeats) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from unsupjax import gan, toys, train
+
+  from unsupjax import toys, training
+  from unsupjax.models import gan
 
   key = jax.random.PRNGKey(0)
   k_data, k_init, k_step, k_fit = jax.random.split(key, 4)
@@ -59,9 +61,9 @@ def bench_config(name, dataset, shape, batch, steps, repeats) -> dict:
   state = gan.init_state(k_init, cfg, x[:batch])
   x_dev = jax.device_put(x)
 
-  epoch_fn = jax.jit(train.make_epoch_fn(gan.train_step, batch))
+  epoch_fn = jax.jit(_bench.make_epoch_fn(gan.train_step, batch))
   t0 = time.perf_counter()
-  compiled_epoch = train.compile_lowered(
+  compiled_epoch = training.compile_lowered(
       epoch_fn.lower(state, x_dev, k_fit, k_step, jnp.int32(0)))
   compile_s = time.perf_counter() - t0
 
@@ -89,8 +91,8 @@ def bench_config(name, dataset, shape, batch, steps, repeats) -> dict:
   return {"name": name, "batch": batch, "steps": steps,
           "compile_s": compile_s, "step_ms_scan": 1e3 * epoch_s / steps,
           "step_ms_loop": 1e3 * loop_s / steps, "flops_per_step": flops,
-          "params_g": sum(v.size for v in jax.tree.leaves(state.g_params)),
-          "params_d": sum(v.size for v in jax.tree.leaves(state.d_params))}
+          "params_g": sum(v.size for v in jax.tree.leaves(state.g.params)),
+          "params_d": sum(v.size for v in jax.tree.leaves(state.d.params))}
 
 
 def ring8_to_coverage(max_epochs: int, steps_per_epoch: int = 200,
@@ -98,7 +100,9 @@ def ring8_to_coverage(max_epochs: int, steps_per_epoch: int = 200,
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from unsupjax import gan, toys, train
+
+  from unsupjax import toys, training
+  from unsupjax.models import gan
 
   key = jax.random.PRNGKey(seed)
   k_data, k_init, k_fit, k_step, k_view = jax.random.split(key, 5)
@@ -107,9 +111,9 @@ def ring8_to_coverage(max_epochs: int, steps_per_epoch: int = 200,
   state = gan.init_state(k_init, cfg, x[:batch])
   x_dev = jax.device_put(x)
   t0 = time.perf_counter()
-  epoch = train.compile_lowered(jax.jit(train.make_epoch_fn(gan.train_step, batch)).lower(
+  epoch = training.compile_lowered(jax.jit(_bench.make_epoch_fn(gan.train_step, batch)).lower(
       state, x_dev, k_fit, k_step, jnp.int32(0)))
-  view = train.compile_lowered(jax.jit(lambda s: gan.sample(s, k_view, 2500)).lower(state))
+  view = training.compile_lowered(jax.jit(lambda s: gan.sample(s, k_view, 2500)).lower(state))
   compile_s = time.perf_counter() - t0
 
   def stats(samples):

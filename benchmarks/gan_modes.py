@@ -62,22 +62,29 @@ PUBLISHED = {  # PacGAN paper (Lin et al. 2018), 10 trials
 }
 
 
+def cli_config(dataset: str, flags: list[str] = ()):
+  """The GANFlags `unsupjax train gan --dataset DATASET FLAGS` runs with,
+  its defaults resolved (epochs, workdir) as run.json records them."""
+  from unsupjax import cli
+  from unsupjax.cli.flags import to_config
+  from unsupjax.tasks import base
+  argv = ["train", "gan", "--dataset", dataset, *flags]
+  parser, task = cli.build_parser(("train", "gan"))
+  return base.resolve(task, to_config(task.config, parser.parse_args(argv)))
+
+
 def cli_epochs(dataset: str) -> int:
   """The CLI's default epochs for a dataset."""
-  from unsupjax.tasks import gan as gan_task
-  return dict(gan_task.DEFAULTS.epochs_by_dataset)[dataset]
+  return cli_config(dataset).epochs
 
 
 def plain_flags(dataset: str) -> list[str]:
   """PLAIN_FLAGS, and D at G's learning rate where the dataset's default
   gives D a faster one (grid25, stacked_mnist)."""
-  from unsupjax import cli, gan
-  from unsupjax.tasks import gan as gan_task
+  from unsupjax.models import gan
   if gan.D_LR_RATIO.get(dataset, 1.0) == 1.0:
     return list(PLAIN_FLAGS)
-  args = cli.build_parser().parse_args(["train", "gan", "--dataset", dataset])
-  gan_task.resolve(args)
-  return PLAIN_FLAGS + ["--d-lr", repr(args.lr)]
+  return PLAIN_FLAGS + ["--d-lr", repr(cli_config(dataset).learning_rate)]
 
 
 def config_flags(name: str, dataset: str, epochs: int | None) -> list[str]:
@@ -92,24 +99,15 @@ def config_flags(name: str, dataset: str, epochs: int | None) -> list[str]:
   return flags + ["--epochs", str(epochs)]
 
 
-SHAPES = {"ring8": (2,), "grid25": (2,), "stacked_mnist": (28, 28, 3), "mnist": (28, 28, 1)}
-COMPARED = ("epochs", "lr_schedule", "hold_steps", "batch_size", "pac", "spectral_norm",
-            "r1_weight", "g_lr", "d_lr", "loss", "arch", "latent_dim")
-# What a run recorded before a setting existed trained as its default.
-RECORDED_BEFORE = {"hold_steps": 0}
-
-
-def matches(run_config: dict, dataset: str, flags: list[str]) -> bool:
-  """Whether a saved run was trained as `unsupjax train gan --dataset DATASET
-  FLAGS` would train it today (the settings in COMPARED)."""
-  import dataclasses
-
-  from unsupjax import cli
+def differences(run_config: dict, dataset: str, args: list[str]) -> list[str]:
+  """The settings in which a saved run (its run.json "config") differs from
+  what `unsupjax train gan --dataset DATASET ARGS` would run today (every
+  field but the local ones: work directory, progress, output files)."""
+  from unsupjax import config as config_lib
   from unsupjax.tasks import gan as gan_task
-  args = cli.build_parser().parse_args(["train", "gan", "--dataset", dataset, *flags])
-  gan_task.resolve(args)
-  want = {**vars(args), **dataclasses.asdict(gan_task.build_config(args, SHAPES[dataset], 1))}
-  return all(run_config.get(k, RECORDED_BEFORE.get(k)) == want[k] for k in COMPARED)
+  want = config_lib.to_record(cli_config(dataset, args))
+  return [f"{name}={a!r} (now {b!r})" for name, a, b, scope
+          in config_lib.differences(run_config, want, gan_task.GANFlags) if scope != "local"]
 
 
 def real_data_rows(datasets, data_dir: str | None) -> tuple[list[list], float | None]:
@@ -194,22 +192,27 @@ def main() -> None:
         wd = runs_dir / f"{dataset}-{config}-s{seed}"
         summary_file = wd / "summary.json"
         flags = config_flags(config, dataset, a.epochs)
+        args = ["train", "gan", "--dataset", dataset, "--seed", str(seed),
+                "--workdir", str(wd), "--no-progress", "--no-download",
+                "--checkpoint-every", "1", *flags]
+        if a.data_dir and dataset in ("stacked_mnist", "mnist"):
+          args += ["--data-dir", a.data_dir]
         saved = json.loads((wd / "run.json").read_text())["config"] if (
             wd / "run.json").exists() else None
-        stale = saved is not None and not matches(saved, dataset, flags)
+        stale = saved is not None and differences(saved, dataset, args[4:])
         if stale:
-          log(f"{wd}: trained with other settings than {flags}; "
+          log(f"{wd}: trained with other settings than {flags} ({', '.join(stale)}); "
               + ("skipped" if a.only_existing else "re-running"))
         if stale or not summary_file.exists():
           if a.only_existing:
             continue
-          args = ["train", "gan", "--dataset", dataset, "--seed", str(seed),
-                  "--workdir", str(wd), "--no-progress", "--no-download",
-                  "--checkpoint-every", "1", *flags]
-          if saved is not None and not stale:
-            args.append("--resume")  # a killed run continues from its last epoch
-          if a.data_dir and dataset in ("stacked_mnist", "mnist"):
-            args += ["--data-dir", a.data_dir]
+          if stale:
+            args.append("--overwrite")
+          elif saved is not None:
+            # A killed run continues from its last epoch's checkpoint; one
+            # killed before its first checkpoint starts over.
+            ckpt = wd / "checkpoints"
+            args.append("--resume" if ckpt.is_dir() and any(ckpt.iterdir()) else "--overwrite")
           _bench.run_cli(args, log, REPO)
         s = json.loads(summary_file.read_text())
         keep = ("modes_covered", "hq_fraction", "reverse_kl", "digit_kl", "fid", "kid",
