@@ -25,7 +25,7 @@ README_MAX_LINES = 200
 FENCE = re.compile(r"^```(\S*)([^\n]*)\n(.*?)^```\s*$", re.M | re.S)
 # [text](target) and ![alt](target); not inside code.
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
-MACHINE_PATHS = re.compile(r"(/work/|/home/|/root/|\.\./shared\b|/Users/)")
+MACHINE_PATHS = re.compile(r"(/work/|/home/|/root/|/Users/|/tmp/)")
 
 
 def pages() -> list[pathlib.Path]:

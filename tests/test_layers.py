@@ -19,7 +19,7 @@ LAYERS = {
     "unsupjax.rng": 0, "unsupjax.config": 0, "unsupjax.batched": 0,
     "unsupjax.distances": 0, "unsupjax.averaging": 0, "unsupjax.losses": 0,
     "unsupjax.nn": 0, "unsupjax.parallel": 0, "unsupjax.state": 0, "unsupjax.assets": 0,
-    "unsupjax.data": 1, "unsupjax.tables": 1, "unsupjax.toys": 1,
+    "unsupjax.data": 1, "unsupjax.tables": 1, "unsupjax.toys": 1, "unsupjax.audio": 1,
     "unsupjax.metrics": 2, "unsupjax.kmeans": 2, "unsupjax.plots": 2,
     "unsupjax.runlog": 2, "unsupjax.tensorboard": 2, "unsupjax.curves": 3,
     "unsupjax.models": 3,

@@ -24,6 +24,10 @@ image) or a .npy (f32 in [0, 1]; a stack is (n, h, w, c)). A file that is
 not a codec file, was made by another model, is truncated or corrupt is
 refused with one line naming the problem.
 
+A .wav IN to `compress`, and an audio container IN or a .wav OUT to
+`decompress`, go to the speech codec (`tasks.audio_codec`), with the same
+guarantees.
+
 Both refuse (exit 2) to write over an existing file, the input above all,
 unless given --overwrite, and write OUT atomically: under a temporary name,
 renamed into place when complete, so a failure leaves no partial file.
@@ -181,7 +185,7 @@ CODEC = base.Task(
 # --------------------------------------------------------------------------
 # unsupjax compress / decompress
 
-_MODEL_HELP = "a directory written by `unsupjax train codec`"
+_MODEL_HELP = "a directory written by `unsupjax train codec` (or `train audio-codec`)"
 _OVERWRITE_HELP = "replace OUT if it exists (even when it is IN)"
 
 
@@ -192,7 +196,8 @@ def _check_model(cfg) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class CompressConfig:
-  input: str = option(help="a .png image or a .npy stack (uint8, or float in [0, 1])",
+  input: str = option(help="a .png image or a .npy stack (uint8, or float in [0, 1]); or a "
+                      "mono .wav for a model of `unsupjax train audio-codec`",
                       positional=True, metavar="IN")
   output: str = option(help="the compressed file to write", positional=True, metavar="OUT")
   model: str | None = option(None, _MODEL_HELP, metavar="WORKDIR", default_help="required")
@@ -213,7 +218,8 @@ class CompressConfig:
 class DecompressConfig:
   input: str = option(help="a file written by `unsupjax compress`", positional=True,
                       metavar="IN")
-  output: str = option(help="the .png or .npy to write", positional=True, metavar="OUT")
+  output: str = option(help="the .png or .npy to write (.wav for an audio codec file)",
+                       positional=True, metavar="OUT")
   model: str | None = option(None, _MODEL_HELP, metavar="WORKDIR", default_help="required")
   overwrite: bool = option(False, _OVERWRITE_HELP)
 
@@ -250,6 +256,9 @@ def check_output(out: str, src: str, overwrite: bool) -> pathlib.Path:
 
 
 def compress(cfg: CompressConfig) -> dict:
+  if pathlib.Path(cfg.input).suffix.lower() == ".wav":   # speech: the audio codec's
+    from unsupjax.tasks import audio_codec
+    return audio_codec.compress_wav(cfg)
   c = load_codec(cfg.model)
   out = check_output(cfg.output, cfg.input, cfg.overwrite)
   try:
@@ -268,6 +277,9 @@ def compress(cfg: CompressConfig) -> dict:
 
 
 def decompress(cfg: DecompressConfig) -> dict:
+  if pathlib.Path(cfg.output).suffix.lower() == ".wav" or _is_audio_file(cfg.input):
+    from unsupjax.tasks import audio_codec
+    return audio_codec.decompress_wav(cfg)
   c = load_codec(cfg.model)
   out = check_output(cfg.output, cfg.input, cfg.overwrite)
   suffix = out.suffix.lower()
@@ -290,7 +302,16 @@ def decompress(cfg: DecompressConfig) -> dict:
   return {"images": header.n}
 
 
-COMPRESS = base.Command("compress", "compress a PNG image or a .npy stack of images with a "
-                        "trained codec", CompressConfig, compress)
+def _is_audio_file(path: str) -> bool:
+  from unsupjax.models.audio_codec.io import MAGIC
+  try:
+    with open(path, "rb") as f:
+      return f.read(len(MAGIC)) == MAGIC
+  except OSError:
+    return False
+
+
+COMPRESS = base.Command("compress", "compress a PNG image or a .npy stack of images (or a "
+                        "WAV file) with a trained codec", CompressConfig, compress)
 DECOMPRESS = base.Command("decompress", "decompress a file written by `unsupjax compress` "
-                          "to .png or .npy", DecompressConfig, decompress)
+                          "to .png or .npy (or .wav)", DecompressConfig, decompress)

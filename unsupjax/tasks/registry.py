@@ -19,6 +19,8 @@ TRAIN_TASKS: dict[str, tuple[str, str, str]] = {
     "gan": ("unsupjax.tasks.gan", "GAN", "GAN: DCGAN or MLP, six losses, EMA, FID/KID/PRDC"),
     "codec": ("unsupjax.tasks.codec", "CODEC", "learned image codec (rate-distortion "
               "autoencoder with a range coder)"),
+    "audio-codec": ("unsupjax.tasks.audio_codec", "AUDIO_CODEC",
+                    "learned speech codec (1-D conv, range-coded latents, STFT loss)"),
     "ae-kmeans": ("unsupjax.tasks.deep_clustering", "AE_KMEANS",
                   "k-means on a pretrained autoencoder's codes"),
     "dec": ("unsupjax.tasks.deep_clustering", "DEC", "Deep Embedded Clustering"),

@@ -16,6 +16,12 @@ from those stored integers, so any process decodes the symbols the encoder
 made, bit for bit. Decoded pixels come from the decoder network and may
 differ in the last float bits across backends; the latents do not.
 
+The pieces any bundle is made of are public, for other codecs' bundles
+(the audio codec's): `flatten_tree` / `unflatten_tree` (nested parameter
+dicts <-> "a/b/c" keyed arrays), `content_id` (the model id of a bundle's
+metadata and arrays), `write_npz` / `read_npz` (one .npz holding JSON
+metadata and the arrays, written atomically).
+
 Does not offer: the container format or image files (`io`), or training
 (`model`).
 """
@@ -43,18 +49,20 @@ BUNDLE_FILE = "codec.npz"
 BUNDLE_VERSIONS = (1, 2)    # bundle format: 1 without residual tables, 2 with
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+def flatten_tree(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+  """A nested dict of arrays as one dict keyed by "a/b/c" paths."""
   out = {}
   for k in sorted(tree):
     v = tree[k]
     if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}/"))
+      out.update(flatten_tree(v, f"{prefix}{k}/"))
     else:
       out[f"{prefix}{k}"] = np.asarray(v)
   return out
 
 
-def _unflatten(flat: dict[str, np.ndarray]) -> dict:
+def unflatten_tree(flat: dict[str, np.ndarray]) -> dict:
+  """The inverse of `flatten_tree`."""
   tree: dict = {}
   for key, v in flat.items():
     node = tree
@@ -74,6 +82,25 @@ def _digest(meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
   return h.digest()
 
 
+def content_id(meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
+  """A bundle's model id: the first 8 bytes of the SHA-256 of its JSON
+  metadata and its arrays (names, dtypes, shapes and bytes)."""
+  return _digest(meta, arrays)[:8]
+
+
+def write_npz(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+  """meta (as JSON, under the key 'meta') and arrays in one .npz, atomically."""
+  atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays))
+
+
+def read_npz(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+  """(meta, arrays) of a `write_npz` file; the errors of a file that is
+  not one (OSError, ValueError, KeyError, zipfile.BadZipFile ...) pass."""
+  with np.load(path, allow_pickle=False) as z:
+    arrays = {k: z[k] for k in z.files}
+  return json.loads(str(arrays.pop("meta"))), arrays
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Codec:
   """A trained codec on the host.
@@ -91,7 +118,7 @@ class Codec:
   residual: dict = dataclasses.field(default_factory=dict)
 
   def _arrays(self) -> dict[str, np.ndarray]:
-    arrays = {f"param/{k}": v.astype(np.float32) for k, v in _flatten(self.params).items()}
+    arrays = {f"param/{k}": v.astype(np.float32) for k, v in flatten_tree(self.params).items()}
     arrays.update(lo=self.tables.lo.astype(np.int32),
                   width=self.tables.width.astype(np.int32),
                   freq=self.tables.freq.astype(np.uint32))
@@ -118,7 +145,7 @@ class Codec:
   def model_id(self) -> bytes:
     cached = self.__dict__.get("_model_id")
     if cached is None:
-      cached = _digest(self._meta(), self._arrays())[:8]
+      cached = content_id(self._meta(), self._arrays())
       object.__setattr__(self, "_model_id", cached)
     return cached
 
@@ -130,7 +157,7 @@ class Codec:
 
   def save(self, path: str | os.PathLike) -> None:
     meta = dict(self._meta(), model_id=self.model_id.hex())
-    atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **self._arrays()))
+    write_npz(path, meta, self._arrays())
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> Codec:
@@ -138,14 +165,12 @@ class Codec:
     contents do not match the model id recorded in it."""
     path = pathlib.Path(path)
     try:
-      with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-      meta = json.loads(str(arrays.pop("meta")))
+      meta, arrays = read_npz(path)
       cfg = dict(meta["config"])
       config = codec_lib.CodecConfig(**cfg)
       tables = Tables(lo=arrays["lo"], width=arrays["width"], freq=arrays["freq"])
-      params = _unflatten({k[len("param/"):]: v for k, v in arrays.items()
-                           if k.startswith("param/")})
+      params = unflatten_tree({k[len("param/"):]: v for k, v in arrays.items()
+                               if k.startswith("param/")})
       residual = {}
       for step in meta.get("residual_steps", []):
         freq = arrays[f"residual/{step}"].astype(np.uint32)

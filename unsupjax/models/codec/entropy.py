@@ -13,6 +13,10 @@ Offers
   - `CodecFormatError`, raised for malformed bytes here and in `bundle`
     and `io`.
 
+Latents are arrays [..., d] whose last axis is the channel: one vector per
+image ([n, d], `model`) or one per frame of a signal ([frames, d], the
+audio codec); the coder codes them channel by channel over all positions.
+
 Does not offer: the prior's training (`model`), the residual layer's
 tables (`residual`), the container or the bundle (`io`, `bundle`).
 """
@@ -52,10 +56,11 @@ class Tables(NamedTuple):
     return self.lo + self.width - 1
 
   def bits(self, q: np.ndarray) -> np.ndarray:
-    """The ideal code length -log2(freq / total) of q: i32[n, d] -> f64[n] bits."""
-    cols = np.arange(q.shape[1])
+    """The ideal code length -log2(freq / total) of q: i32[n, ..., d] -> f64[n] bits."""
+    q = np.asarray(q)
+    cols = np.arange(q.shape[-1])
     f = self.freq[cols, q - self.lo].astype(np.float64)
-    return np.sum(FREQ_BITS - np.log2(f), axis=1)
+    return np.sum((FREQ_BITS - np.log2(f)).reshape(q.shape[0], -1), axis=1)
 
 
 def prior_cdf_np(prior: dict[str, np.ndarray], v: np.ndarray) -> np.ndarray:
@@ -124,9 +129,9 @@ def build_tables(prior: dict[str, Any]) -> Tables:
 
 def quantise(y: np.ndarray, tables: Tables) -> np.ndarray:
   """The symbols the codec sends: round(y) clamped to each channel's
-  support. y: f32[n, d] -> i32[n, d]."""
+  support. y: f32[..., d] -> i32[..., d]."""
   y = np.asarray(y)
-  if y.ndim != 2 or y.shape[1] != tables.lo.shape[0]:
+  if y.ndim < 2 or y.shape[-1] != tables.lo.shape[0]:
     raise ValueError(f"y: expected latents of shape (n, {tables.lo.shape[0]}), got {y.shape}")
   return np.clip(np.round(y), tables.lo, tables.hi).astype(np.int32)
 
@@ -158,10 +163,12 @@ def entropy_encode(q: np.ndarray, tables: Tables, models: list | None = None) ->
 
 
 def encode_into(enc, q: np.ndarray, tables: Tables, models: list | None = None) -> None:
-  """Appends q: i32[n, d] to the range encoder `enc`, channel by channel."""
+  """Appends q: i32[..., d] to the range encoder `enc`, channel by channel
+  (the leading axes flattened in C order: decode n = their product rows)."""
   q = np.asarray(q)
-  if q.ndim != 2 or q.shape[1] != tables.lo.shape[0]:
+  if q.ndim < 2 or q.shape[-1] != tables.lo.shape[0]:
     raise ValueError(f"q: expected shape (n, {tables.lo.shape[0]}), got {q.shape}")
+  q = q.reshape(-1, q.shape[-1])
   if np.any(q < tables.lo) or np.any(q > tables.hi):
     raise ValueError("q: symbols outside the tables' support (quantise clamps them)")
   for j, model in enumerate(models or coding_models(tables)):
