@@ -16,6 +16,30 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 import pytest  # noqa: E402
 
+
+def pytest_configure(config):
+  """One cache directory for the whole run, shared by both xdist workers
+  (they inherit this environment): decoded datasets, and JAX's persistent
+  compilation cache for every program, so that the many tests that compile
+  the same program (the same model on the same data, in process) compile
+  it once. The controller makes it and removes it at the end."""
+  if "UNSUPJAX_TEST_CACHE" in os.environ:
+    return
+  import tempfile
+  path = pathlib.Path(tempfile.mkdtemp(prefix="unsupjax-test-cache-"))
+  os.environ["UNSUPJAX_TEST_CACHE"] = str(path)
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(path / "jax"))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  config._unsupjax_test_cache = path
+
+
+def pytest_unconfigure(config):
+  path = getattr(config, "_unsupjax_test_cache", None)
+  if path is not None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_TFDS = REPO.parent / "shared" / "data" / "tfds"
 
@@ -37,17 +61,18 @@ def digits():
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-  """Decoded datasets and compiled programs go to a per-session temp dir."""
-  cache = tmp_path_factory.getbasetemp() / "unsupjax-cache"
-  monkeypatch.setenv("UNSUPJAX_CACHE_DIR", str(cache))
+def _isolated_cache(monkeypatch):
+  """Decoded datasets and compiled programs go to the run's cache directory
+  (`pytest_configure`), never to the user's."""
+  monkeypatch.setenv("UNSUPJAX_CACHE_DIR", os.environ["UNSUPJAX_TEST_CACHE"])
 
 
 def cli_env(tmp_path) -> dict:
-  """The environment of a CLI subprocess: CPU, this checkout, a private cache."""
+  """The environment of a CLI subprocess: CPU, this checkout, the run's
+  cache directory (`pytest_configure`)."""
   env = dict(os.environ)
   env["JAX_PLATFORMS"] = "cpu"
-  env["UNSUPJAX_CACHE_DIR"] = str(tmp_path / "cache")
+  env["UNSUPJAX_CACHE_DIR"] = os.environ["UNSUPJAX_TEST_CACHE"]
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   return env
 

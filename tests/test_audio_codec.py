@@ -213,6 +213,22 @@ def test_contract_shapes_and_one_trace():
     audio_codec.AudioCodecConfig(channels=(8, 8), strides=(4,))
 
 
+def test_the_rate_falls_as_lambda_rises():
+  """The same start and batches, two lambdas 300x apart: after 30 steps the
+  larger one has the lower rate (the trade-off --lambda sets)."""
+  x = jnp.asarray(np.stack([_voice(i, 0.064) for i in range(8)]))
+  key = jax.random.PRNGKey(1)
+  rates = []
+  for lam in (0.01, 3.0):
+    cfg = audio_codec.AudioCodecConfig(lam=lam, **TINY)
+    state = audio_codec.init_state(jax.random.PRNGKey(0), cfg, x[:1])
+    step = jax.jit(audio_codec.train_step)
+    for _ in range(30):
+      state, _ = step(state, x, key)
+    rates.append(float(jax.jit(audio_codec.eval_step)(state, x)["kbps"].mean()))
+  assert rates[0] > rates[1], rates
+
+
 def test_mdct_frontend_reconstructs():
   """The analysis and synthesis the first and last layers start from are
   inverses (away from the signal's ends)."""
