@@ -302,14 +302,9 @@ _MODEL_HELP = "a directory written by `unsupjax train audio-codec`"
 
 def load_codec(workdir: str) -> audio_io.AudioCodec:
   """The bundle in `workdir`; UsageError naming --model if there is none."""
-  path = pathlib.Path(workdir) / audio_io.BUNDLE_FILE
-  if not path.is_file():
-    raise UsageError(f"--model: expected {_MODEL_HELP} (holding {audio_io.BUNDLE_FILE}), "
-                     f"got {workdir!r}")
-  try:
-    return audio_io.AudioCodec.load(path)
-  except CodecFormatError as e:
-    raise UsageError(f"--model: {e}") from None
+  from unsupjax.tasks import codec as codec_task
+  return codec_task.load_bundle(workdir, audio_io.BUNDLE_FILE, audio_io.AudioCodec.load,
+                                _MODEL_HELP)
 
 
 def compress_wav(cfg) -> dict:

@@ -229,12 +229,17 @@ class DecompressConfig:
 
 def load_codec(workdir: str) -> codec_io.Codec:
   """The bundle in `workdir`; UsageError naming --model if there is none."""
-  path = pathlib.Path(workdir) / codec_io.BUNDLE_FILE
+  return load_bundle(workdir, codec_io.BUNDLE_FILE, codec_io.Codec.load, _MODEL_HELP)
+
+
+def load_bundle(workdir: str, name: str, load, expected: str):
+  """load(WORKDIR/name), a codec bundle; UsageError naming --model (and
+  `expected`, what --model should be) when it is missing or not readable."""
+  path = pathlib.Path(workdir) / name
   if not path.is_file():
-    raise UsageError(f"--model: expected {_MODEL_HELP} (holding {codec_io.BUNDLE_FILE}), "
-                     f"got {workdir!r}")
+    raise UsageError(f"--model: expected {expected} (holding {name}), got {workdir!r}")
   try:
-    return codec_io.Codec.load(path)
+    return load(path)
   except codec_io.CodecFormatError as e:
     raise UsageError(f"--model: {e}") from None
 

@@ -48,7 +48,6 @@ import os
 import pathlib
 import struct
 import zipfile
-import zlib
 from typing import Any
 
 import jax
@@ -59,6 +58,7 @@ from unsupjax import audio
 from unsupjax.models.audio_codec import model as model_lib
 from unsupjax.models.codec import bundle as bundle_lib
 from unsupjax.models.codec import entropy
+from unsupjax.models.codec import io as codec_io
 from unsupjax.models.codec.bundle import atomic_write  # noqa: F401  (re-exported)
 from unsupjax.models.codec.entropy import CodecFormatError, Tables
 
@@ -217,33 +217,17 @@ class Header:
 
 def pack(model_id: bytes, sample_rate: int, samples: int, channels: int,
          payload: bytes) -> bytes:
-  head = HEADER.pack(MAGIC, FORMAT_VERSION, 0, model_id, sample_rate, samples, channels,
-                     len(payload), 0)
-  crc = zlib.crc32(payload, zlib.crc32(head[:28]))
-  return head[:28] + struct.pack("<I", crc) + payload
+  return codec_io.seal(HEADER.pack(MAGIC, FORMAT_VERSION, 0, model_id, sample_rate, samples,
+                                   channels, len(payload), 0), payload)
 
 
 def parse(blob: bytes, what: str = "input") -> Header:
   """Checks and splits a container; raises CodecFormatError naming `what`."""
-  if len(blob) < 4 or blob[:4] != MAGIC:
-    raise CodecFormatError(f"{what}: not an unsupjax audio codec file (expected magic "
-                           f"{MAGIC!r}, got {bytes(blob[:4])!r})")
-  if len(blob) < HEADER.size:
-    raise CodecFormatError(f"{what}: truncated: {len(blob)} bytes, shorter than the "
-                           f"{HEADER.size}-byte header")
-  _, version, reserved, model_id, rate, samples, channels, size, crc = HEADER.unpack_from(blob)
+  fields, payload = codec_io.unseal(blob, MAGIC, HEADER, "audio codec", what)
+  _, version, reserved, model_id, rate, samples, channels, size, crc = fields
   if version != FORMAT_VERSION:
     raise CodecFormatError(f"{what}: format version {version} is not supported (this build "
                            f"reads version {FORMAT_VERSION})")
-  payload = bytes(blob[HEADER.size:])
-  if len(payload) < size:
-    raise CodecFormatError(f"{what}: truncated: the header announces {size} payload bytes, "
-                           f"the file holds {len(payload)}")
-  if len(payload) > size:
-    raise CodecFormatError(f"{what}: {len(payload) - size} unexpected bytes after the "
-                           f"{size}-byte payload")
-  if zlib.crc32(payload, zlib.crc32(bytes(blob[:28]))) != crc:
-    raise CodecFormatError(f"{what}: corrupt: CRC-32 mismatch")
   if reserved != 0 or samples == 0 or size % 4:
     raise CodecFormatError(f"{what}: corrupt header")
   return Header(model_id=model_id, sample_rate=rate, samples=samples, channels=channels,

@@ -80,25 +80,33 @@ class Header:
 def pack(kind: int, model_id: bytes, n: int, shape, payload: bytes,
          residual_step: int = 0) -> bytes:
   version = FORMAT_VERSION if residual_step else LATENTS_ONLY_VERSION
-  head = HEADER.pack(MAGIC, version, kind, model_id, n, *shape, residual_step,
-                     len(payload), 0)
+  return seal(HEADER.pack(MAGIC, version, kind, model_id, n, *shape, residual_step,
+                          len(payload), 0), payload)
+
+
+def seal(head: bytes, payload: bytes) -> bytes:
+  """A container: a 32-byte header whose last 4 bytes become the CRC-32 of
+  its first 28 and the payload, then the payload. (Shared with the audio
+  codec's container.)"""
   crc = zlib.crc32(payload, zlib.crc32(head[:28]))
   return head[:28] + struct.pack("<I", crc) + payload
 
 
-def parse(blob: bytes, what: str = "input") -> Header:
-  """Checks and splits a container; raises CodecFormatError naming `what`."""
-  if len(blob) < 4 or blob[:4] != MAGIC:
-    raise CodecFormatError(f"{what}: not an unsupjax codec file (expected magic {MAGIC!r}, "
+def unseal(blob: bytes, magic: bytes, header: struct.Struct, name: str,
+           what: str) -> tuple[tuple, bytes]:
+  """The inverse of `seal` for a header `struct` that starts with the magic
+  and ends with (payload size, CRC-32): (the header's fields, the payload).
+  Raises CodecFormatError naming `what` for another file type, a short or
+  long file, or a CRC mismatch; the caller checks the other fields."""
+  if len(blob) < 4 or blob[:4] != magic:
+    raise CodecFormatError(f"{what}: not an unsupjax {name} file (expected magic {magic!r}, "
                            f"got {bytes(blob[:4])!r})")
-  if len(blob) < HEADER.size:
+  if len(blob) < header.size:
     raise CodecFormatError(f"{what}: truncated: {len(blob)} bytes, shorter than the "
-                           f"{HEADER.size}-byte header")
-  magic, version, kind, model_id, n, h, w, c, step, size, crc = HEADER.unpack_from(blob)
-  if version not in (LATENTS_ONLY_VERSION, FORMAT_VERSION):
-    raise CodecFormatError(f"{what}: format version {version} is not supported "
-                           f"(this build reads versions {LATENTS_ONLY_VERSION}-{FORMAT_VERSION})")
-  payload = bytes(blob[HEADER.size:])
+                           f"{header.size}-byte header")
+  fields = header.unpack_from(blob)
+  size, crc = fields[-2:]
+  payload = bytes(blob[header.size:])
   if len(payload) < size:
     raise CodecFormatError(f"{what}: truncated: the header announces {size} payload bytes, "
                            f"the file holds {len(payload)}")
@@ -107,6 +115,16 @@ def parse(blob: bytes, what: str = "input") -> Header:
                            f"{size}-byte payload")
   if zlib.crc32(payload, zlib.crc32(bytes(blob[:28]))) != crc:
     raise CodecFormatError(f"{what}: corrupt: CRC-32 mismatch")
+  return fields, payload
+
+
+def parse(blob: bytes, what: str = "input") -> Header:
+  """Checks and splits a container; raises CodecFormatError naming `what`."""
+  fields, payload = unseal(blob, MAGIC, HEADER, "codec", what)
+  magic, version, kind, model_id, n, h, w, c, step, size, crc = fields
+  if version not in (LATENTS_ONLY_VERSION, FORMAT_VERSION):
+    raise CodecFormatError(f"{what}: format version {version} is not supported "
+                           f"(this build reads versions {LATENTS_ONLY_VERSION}-{FORMAT_VERSION})")
   if kind not in (KIND_IMAGE, KIND_STACK) or (kind == KIND_IMAGE and n != 1):
     raise CodecFormatError(f"{what}: corrupt header (kind {kind}, {n} images)")
   if (step != 0) != (version == FORMAT_VERSION):
