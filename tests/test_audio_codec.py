@@ -286,6 +286,35 @@ def test_train_cli_writes_files_and_reports_their_size(run):
   assert (run / "spectrograms.png").stat().st_size > 10_000
 
 
+def test_another_process_decodes_what_this_one_coded(run, tmp_path, capsys):
+  """Compressed here (the CLI, in this process); a fresh process decodes the
+  file (the CLI) and its latents: the same integers as this process's, and
+  the same waveform, sample for sample."""
+  import subprocess
+  import sys
+
+  from conftest import cli_env
+  wd = str(run)
+  _write(tmp_path / "in.wav", _voice(5, 0.4))
+  assert cli.main(["compress", "--model", wd, str(tmp_path / "in.wav"),
+                   str(tmp_path / "c.ujxa")]) == 0
+  assert cli.main(["decompress", "--model", wd, str(tmp_path / "c.ujxa"),
+                   str(tmp_path / "here.wav")]) == 0
+  code = ("import sys, numpy as np; from unsupjax import cli; "
+          "from unsupjax.models.audio_codec import io; "
+          "c = io.AudioCodec.load(sys.argv[1] + '/' + io.BUNDLE_FILE); "
+          "np.save('q.npy', io.decode_latents(c, open('c.ujxa', 'rb').read())[1]); "
+          "sys.exit(cli.main(['decompress', '--model', sys.argv[1], 'c.ujxa', 'there.wav']))")
+  out = subprocess.run([sys.executable, "-c", code, wd], cwd=tmp_path, env=cli_env(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  codec = audio_io.AudioCodec.load(run / audio_io.BUNDLE_FILE)
+  np.testing.assert_array_equal(np.load(tmp_path / "q.npy"),
+                                codec.quantise(audio.read_wav(tmp_path / "in.wav")[0]))
+  np.testing.assert_array_equal(audio.read_wav(tmp_path / "there.wav")[0],
+                                audio.read_wav(tmp_path / "here.wav")[0])
+
+
 def test_compress_decompress_wav_and_bad_input(run, tmp_path, capsys):
   wd = str(run)
   src, c, out = tmp_path / "in.wav", tmp_path / "c.ujxa", tmp_path / "out.wav"
