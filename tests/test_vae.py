@@ -124,15 +124,18 @@ def test_iwae_bound_tightens_with_k(trained):
 @pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
 @pytest.mark.parametrize("arch", ["dense", "conv"])
 def test_shapes_for_each_input_size(shape, arch):
+  """Traced, not compiled (jax.eval_shape): shapes are all this checks."""
   cfg = vae.VAEConfig(arch=arch, hidden=(32,), latent_dim=3)
-  x = jax.random.uniform(jax.random.PRNGKey(0), (4,) + shape)
-  st = vae.init_state(jax.random.PRNGKey(1), cfg, x)
-  chex.assert_shape(vae.reconstruct(st, x), (4,) + shape)
-  chex.assert_shape(vae.sample(st, jax.random.PRNGKey(2), 5), (5,) + shape)
-  chex.assert_shape(vae.encode(st, x), (4, 3))
-  chex.assert_shape(vae.interpolate(st, x[0], x[1], 6), (6,) + shape)
-  for v in vae.eval_step(st, x).values():
-    chex.assert_shape(v, (4,))
+  x = jax.ShapeDtypeStruct((4,) + shape, jnp.float32)
+  key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+  st = jax.eval_shape(lambda k, x: vae.init_state(k, cfg, x), key, x)
+  shape_of = lambda f, *args: jax.eval_shape(f, *args).shape
+  assert shape_of(vae.reconstruct, st, x) == (4,) + shape
+  assert shape_of(lambda s, k: vae.sample(s, k, 5), st, key) == (5,) + shape
+  assert shape_of(vae.encode, st, x) == (4, 3)
+  assert shape_of(lambda s, x: vae.interpolate(s, x[0], x[1], 6), st, x) == (6,) + shape
+  for v in jax.eval_shape(vae.eval_step, st, x).values():
+    assert v.shape == (4,)
 
 
 def test_gaussian_decoder_trains_on_real_values():
