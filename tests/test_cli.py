@@ -260,6 +260,11 @@ def test_runs_lists_a_mix_of_models_one_interrupted(tmp_path, cli_main, monkeypa
   assert cli_main("train", "vae", "--workdir", "runs/vae", "--epochs", "2", "--hidden", "32",
                   "--no-progress")[0] == 0
   assert cli_main("kmeans", "--k", "10", "--workdir", "runs/kmeans")[0] == 0
+  from unsupjax.tasks import gan as gan_task          # a ring8 GAN on 2,048 points
+  monkeypatch.setattr(gan_task, "TOY_TRAIN", 2048)
+  monkeypatch.setattr(gan_task, "TOY_EVAL", 512)
+  assert cli_main("train", "gan", "--workdir", "runs/gan", "--epochs", "1", "--batch-size",
+                  "128", "--no-progress")[0] == 0
   real = checkpoint.write_checksums
 
   def interrupted(directory):
@@ -273,8 +278,14 @@ def test_runs_lists_a_mix_of_models_one_interrupted(tmp_path, cli_main, monkeypa
   code, out, err = cli_main("runs", "runs")
   assert code == 0, err
   rows = {l.split("|")[1].strip(): l for l in out.splitlines() if l.startswith("| runs/")}
-  assert set(rows) == {"runs/ae", "runs/vae", "runs/kmeans", "runs/stopped"}
+  assert set(rows) == {"runs/ae", "runs/vae", "runs/kmeans", "runs/gan", "runs/stopped"}
   assert "interrupted" in rows["runs/stopped"] and "finished" in rows["runs/ae"]
-  assert "finished" in rows["runs/vae"] and "finished" in rows["runs/kmeans"]
+  assert all("finished" in rows[f"runs/{m}"] for m in ("vae", "kmeans", "gan"))
   vae = json.loads((tmp_path / "runs" / "vae" / "summary.json").read_text())
   assert f"{vae['test_neg_elbo']:.4g}"[:4] in rows["runs/vae"]
+  # The GAN's headline columns carry its summary's numbers.
+  header = next(l for l in out.splitlines() if l.startswith("| run"))
+  cells = dict(zip([c.strip() for c in header.split("|")],
+                   [c.strip() for c in rows["runs/gan"].split("|")]))
+  gan = json.loads((tmp_path / "runs" / "gan" / "summary.json").read_text())
+  assert cells["model"] == "gan" and cells["modes_covered"] == f"{gan['modes_covered']:.4g}"
