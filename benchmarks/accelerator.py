@@ -420,7 +420,8 @@ def _tee():
 
 
 def _cli(run: Run, argv: list[str]) -> tuple[int, str]:
-  """(exit status, output tail) of `unsupjax ARGV` in this process."""
+  """(exit status, output tail) of `unsupjax ARGV` in this process; a run
+  the user interrupted (exit 130) interrupts this script too."""
   from unsupjax import cli
   run.log("unsupjax " + " ".join(argv))
   with _tee() as buf:
@@ -428,7 +429,16 @@ def _cli(run: Run, argv: list[str]) -> tuple[int, str]:
       rc = cli.main(argv)
     except SystemExit as e:   # argparse
       rc = e.code if isinstance(e.code, int) else 2
+  if rc == 130:
+    raise KeyboardInterrupt
   return rc, buf.getvalue()[-2000:]
+
+
+def _failed(out: dict, command: str, rc: int, tail: str) -> dict:
+  """out, marked as failed by `unsupjax COMMAND` with exit status rc."""
+  out["status"] = f"failed: unsupjax {command} exit {rc}"
+  out["output_tail"] = tail
+  return out
 
 
 def _history(workdir: pathlib.Path) -> list[dict]:
@@ -518,12 +528,8 @@ def part_gan(run: Run, name: str, previous: dict | None) -> dict:
     t = now()
     rc, tail = _cli(run, argv)
     wall = now() - t
-    if rc == 130:
-      raise KeyboardInterrupt
     if rc:
-      out["status"] = f"failed: unsupjax train gan exit {rc}"
-      out["output_tail"] = tail
-      return out
+      return _failed(out, "train gan", rc, tail)
     history = _history(workdir)
     ran = [r for r in history if done < r.get("epoch", 0) <= done + n]
     summary = json.loads((workdir / "summary.json").read_text())
@@ -550,12 +556,8 @@ def part_gan(run: Run, name: str, previous: dict | None) -> dict:
     if run.sizes.gan_subset:            # the .npy's held-out 10%
       argv += ["--samples", str(max(6, round(0.1 * run.sizes.gan_subset)))]
     rc, tail = _cli(run, argv)
-    if rc == 130:
-      raise KeyboardInterrupt
     if rc:
-      out["status"] = f"failed: unsupjax evaluate exit {rc}"
-      out["output_tail"] = tail
-      return out
+      return _failed(out, "evaluate", rc, tail)
     out["eval"] = json.loads((workdir / "eval.json").read_text())
   ev = out["eval"]
   if name == "stacked_mnist":

@@ -113,3 +113,27 @@ def cli_main(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr()
     return code, out.out, out.err
   return run
+
+
+def interrupt_checksums_at(monkeypatch, epoch: int):
+  """Ctrl-C during a checkpoint write: KeyboardInterrupt after orbax wrote
+  `epoch`'s files but before their checksums. Returns a function that puts
+  the real checksum writer back."""
+  from unsupjax.training import checkpoint
+  real = checkpoint.write_checksums
+
+  def interrupted(directory):
+    if directory.name == str(epoch):
+      raise KeyboardInterrupt
+    real(directory)
+  monkeypatch.setattr(checkpoint, "write_checksums", interrupted)
+  return lambda: monkeypatch.setattr(checkpoint, "write_checksums", real)
+
+
+@pytest.fixture
+def small_toys(monkeypatch):
+  """ring8/grid25 GAN runs of 5,120 training and 512 evaluation points."""
+  from unsupjax.tasks import gan as gan_task
+  monkeypatch.setattr(gan_task, "TOY_TRAIN", 5120)
+  monkeypatch.setattr(gan_task, "TOY_EVAL", 512)
+

@@ -299,21 +299,6 @@ def test_vae_detector_from_state_scores_negative_elbo(digits):
 # The detector as a scikit-learn estimator.
 
 
-@pytest.fixture(scope="module")
-def jax_compile_cache(tmp_path_factory):
-  """JAX's persistent compilation cache for the estimator checks, which fit
-  the same tiny model on the same few shapes many times; restored after."""
-  from jax.experimental.compilation_cache import compilation_cache
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  before = {n: getattr(jax.config, n) for n in names}
-  training.enable_compilation_cache(tmp_path_factory.mktemp("jax-cache"))
-  yield
-  for n, v in before.items():
-    jax.config.update(n, v)
-  compilation_cache.reset_cache()
-
-
 def _tiny_detector(**kw):
   return AnomalyDetector(autoencoder.AEConfig(hidden=(4,), latent_dim=1), standardize=True,
                          epochs=1, batch_size=8, **kw)
@@ -332,11 +317,11 @@ EXPECTED_FAILED_CHECKS = {"check_outliers_train": PYOD_CONVENTION,
 @parametrize_with_checks([_tiny_detector()],
                          expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
                          xfail_strict=True)
-def test_sklearn_estimator_checks(estimator, check, jax_compile_cache):
+def test_sklearn_estimator_checks(estimator, check):
   check(estimator)
 
 
-def test_detector_params_clone_repr_pickle_and_grid_search(jax_compile_cache):
+def test_detector_params_clone_repr_pickle_and_grid_search():
   from sklearn.model_selection import GridSearchCV, StratifiedKFold
   det = _tiny_detector(contamination=0.05)
   assert repr(det).startswith("AnomalyDetector(") and "contamination=0.05" in repr(det)

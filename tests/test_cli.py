@@ -254,27 +254,19 @@ def test_tensorboard_holds_what_metrics_jsonl_holds(tmp_path, cli_main):
   assert {"curves", "reconstructions"} <= set(images)
 
 
-def test_runs_lists_a_mix_of_models_one_interrupted(tmp_path, cli_main, monkeypatch):
-  from unsupjax.training import checkpoint
+def test_runs_lists_a_mix_of_models_one_interrupted(tmp_path, cli_main, monkeypatch,
+                                                   small_toys):
+  from conftest import interrupt_checksums_at
   assert cli_main("train", "ae", "--workdir", "runs/ae", "--epochs", "2", "--no-progress")[0] == 0
   assert cli_main("train", "vae", "--workdir", "runs/vae", "--epochs", "2", "--hidden", "32",
                   "--no-progress")[0] == 0
   assert cli_main("kmeans", "--k", "10", "--workdir", "runs/kmeans")[0] == 0
-  from unsupjax.tasks import gan as gan_task          # a ring8 GAN on 2,048 points
-  monkeypatch.setattr(gan_task, "TOY_TRAIN", 2048)
-  monkeypatch.setattr(gan_task, "TOY_EVAL", 512)
   assert cli_main("train", "gan", "--workdir", "runs/gan", "--epochs", "1", "--batch-size",
-                  "128", "--no-progress")[0] == 0
-  real = checkpoint.write_checksums
-
-  def interrupted(directory):
-    if directory.name == "2":
-      raise KeyboardInterrupt
-    real(directory)
-  monkeypatch.setattr(checkpoint, "write_checksums", interrupted)
+                  "128", "--no-progress")[0] == 0               # ring8, small_toys' points
+  restore = interrupt_checksums_at(monkeypatch, 2)
   assert cli_main("train", "ae", "--workdir", "runs/stopped", "--epochs", "4",
                   "--checkpoint-every", "1", "--no-progress")[0] == 130
-  monkeypatch.setattr(checkpoint, "write_checksums", real)
+  restore()
   code, out, err = cli_main("runs", "runs")
   assert code == 0, err
   rows = {l.split("|")[1].strip(): l for l in out.splitlines() if l.startswith("| runs/")}

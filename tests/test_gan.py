@@ -569,14 +569,6 @@ def _records(wd):
   return [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture
-def small_toys(monkeypatch):
-  """ring8/grid25 runs of 5,120 training and 512 evaluation points."""
-  from unsupjax.tasks import gan as gan_task
-  monkeypatch.setattr(gan_task, "TOY_TRAIN", 5120)
-  monkeypatch.setattr(gan_task, "TOY_EVAL", 512)
-
-
 def test_cli_ring8_leaves_its_files_and_evaluate_reproduces_them(tmp_path, cli_main,
                                                                   small_toys):
   from PIL import Image

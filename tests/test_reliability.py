@@ -141,22 +141,14 @@ def test_ctrl_c_while_a_checkpoint_is_written(tmp_path, cli_main, straight, monk
   """KeyboardInterrupt after orbax wrote epoch 2's files but before their
   checksums: exit 130 with one line, status 'interrupted', and a resume
   that reaches the straight run's numbers."""
-  from unsupjax.training import checkpoint
-
-  real = checkpoint.write_checksums
-
-  def interrupted(directory):
-    if directory.name == "2":
-      raise KeyboardInterrupt
-    real(directory)
-
-  monkeypatch.setattr(checkpoint, "write_checksums", interrupted)
+  from conftest import interrupt_checksums_at
+  restore = interrupt_checksums_at(monkeypatch, 2)
   code, _, err = cli_main(*TINY, "--epochs", "4", "--workdir", "r")
   assert code == 130
   assert [l for l in err.splitlines() if l.strip()] == [
       "unsupjax: interrupted; the newest complete checkpoint is kept"]
   assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "interrupted"
-  monkeypatch.setattr(checkpoint, "write_checksums", real)
+  restore()
   code, _, err = cli_main(*TINY, "--epochs", "4", "--workdir", "r", "--resume")
   assert code == 0, err
   for a, b in zip(straight, _leaves(tmp_path / "r")):
