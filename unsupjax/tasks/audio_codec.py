@@ -302,19 +302,17 @@ _MODEL_HELP = "a directory written by `unsupjax train audio-codec`"
 
 def load_codec(workdir: str) -> audio_io.AudioCodec:
   """The bundle in `workdir`; UsageError naming --model if there is none."""
-  from unsupjax.tasks import codec as codec_task
-  return codec_task.load_bundle(workdir, audio_io.BUNDLE_FILE, audio_io.AudioCodec.load,
-                                _MODEL_HELP)
+  return base.load_bundle(workdir, audio_io.BUNDLE_FILE, audio_io.AudioCodec.load,
+                          _MODEL_HELP, CodecFormatError)
 
 
 def compress_wav(cfg) -> dict:
   """`unsupjax compress --model WORKDIR IN.wav OUT` (cfg: tasks.codec.CompressConfig)."""
-  from unsupjax.tasks.codec import check_output
   if cfg.residual_step:
     raise UsageError(f"--residual-step: the audio codec has no residual layer; expected 0, "
                      f"got {cfg.residual_step}")
   c = load_codec(cfg.model)
-  out = check_output(cfg.output, cfg.input, cfg.overwrite)
+  out = base.check_output(cfg.output, cfg.input, cfg.overwrite)
   try:
     x = audio_io.read_input(c, cfg.input, "IN")
   except ValueError as e:
@@ -330,9 +328,8 @@ def compress_wav(cfg) -> dict:
 
 def decompress_wav(cfg) -> dict:
   """`unsupjax decompress --model WORKDIR IN OUT.wav` (cfg: tasks.codec.DecompressConfig)."""
-  from unsupjax.tasks.codec import check_output
   c = load_codec(cfg.model)
-  out = check_output(cfg.output, cfg.input, cfg.overwrite)
+  out = base.check_output(cfg.output, cfg.input, cfg.overwrite)
   if out.suffix.lower() != ".wav":
     raise UsageError(f"OUT: expected a .wav path for an audio codec file, got {cfg.output!r}")
   src = pathlib.Path(cfg.input)

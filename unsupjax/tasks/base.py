@@ -572,3 +572,37 @@ def evaluate_on_test(model: ModuleType, state, data: Data) -> dict:
   from unsupjax import training
   values = training.evaluate(state, model.eval_step, data.test_x)
   return {f"test_{k}": v for k, v in values.items()}
+
+
+# --------------------------------------------------------------------------
+# Files of the commands that read a model and write one output file.
+
+
+def check_output(out: str, src: str, overwrite: bool) -> pathlib.Path:
+  """OUT as a path, if it may be written: never a directory, and an
+  existing file (above all IN itself) only with --overwrite."""
+  path = pathlib.Path(out)
+  if path.is_dir():
+    raise UsageError(f"OUT: expected a file path, got the directory {out!r}")
+  if not path.parent.is_dir():
+    raise UsageError(f"OUT: the directory {str(path.parent)!r} does not exist")
+  if os.path.lexists(path) and not overwrite:
+    same = os.path.exists(src) and os.path.exists(path) and os.path.samefile(src, path)
+    what = "is the input file IN" if same else "exists"
+    raise UsageError(f"OUT: {out!r} {what}; choose another path, or pass --overwrite to "
+                     "replace it")
+  return path
+
+
+def load_bundle(workdir: str, name: str, load: Callable, expected: str,
+                format_error: type[Exception]):
+  """load(WORKDIR/name), a trained model's bundle (the codecs'); UsageError
+  naming --model (and `expected`, what --model should be) when it is
+  missing or `load` raises `format_error`."""
+  path = pathlib.Path(workdir) / name
+  if not path.is_file():
+    raise UsageError(f"--model: expected {expected} (holding {name}), got {workdir!r}")
+  try:
+    return load(path)
+  except format_error as e:
+    raise UsageError(f"--model: {e}") from None

@@ -36,7 +36,6 @@ renamed into place when complete, so a failure leaves no partial file.
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 
 import numpy as np
@@ -229,35 +228,8 @@ class DecompressConfig:
 
 def load_codec(workdir: str) -> codec_io.Codec:
   """The bundle in `workdir`; UsageError naming --model if there is none."""
-  return load_bundle(workdir, codec_io.BUNDLE_FILE, codec_io.Codec.load, _MODEL_HELP)
-
-
-def load_bundle(workdir: str, name: str, load, expected: str):
-  """load(WORKDIR/name), a codec bundle; UsageError naming --model (and
-  `expected`, what --model should be) when it is missing or not readable."""
-  path = pathlib.Path(workdir) / name
-  if not path.is_file():
-    raise UsageError(f"--model: expected {expected} (holding {name}), got {workdir!r}")
-  try:
-    return load(path)
-  except codec_io.CodecFormatError as e:
-    raise UsageError(f"--model: {e}") from None
-
-
-def check_output(out: str, src: str, overwrite: bool) -> pathlib.Path:
-  """OUT as a path, if it may be written: never a directory, and an
-  existing file (above all IN itself) only with --overwrite."""
-  path = pathlib.Path(out)
-  if path.is_dir():
-    raise UsageError(f"OUT: expected a file path, got the directory {out!r}")
-  if not path.parent.is_dir():
-    raise UsageError(f"OUT: the directory {str(path.parent)!r} does not exist")
-  if os.path.lexists(path) and not overwrite:
-    same = os.path.exists(src) and os.path.exists(path) and os.path.samefile(src, path)
-    what = "is the input file IN" if same else "exists"
-    raise UsageError(f"OUT: {out!r} {what}; choose another path, or pass --overwrite to "
-                     "replace it")
-  return path
+  return base.load_bundle(workdir, codec_io.BUNDLE_FILE, codec_io.Codec.load, _MODEL_HELP,
+                          codec_io.CodecFormatError)
 
 
 def compress(cfg: CompressConfig) -> dict:
@@ -265,7 +237,7 @@ def compress(cfg: CompressConfig) -> dict:
     from unsupjax.tasks import audio_codec
     return audio_codec.compress_wav(cfg)
   c = load_codec(cfg.model)
-  out = check_output(cfg.output, cfg.input, cfg.overwrite)
+  out = base.check_output(cfg.output, cfg.input, cfg.overwrite)
   try:
     step = c.check_residual_step(cfg.residual_step, "residual_step")
     x, kind = codec_io.read_images(cfg.input, c.image_shape, "IN")
@@ -286,7 +258,7 @@ def decompress(cfg: DecompressConfig) -> dict:
     from unsupjax.tasks import audio_codec
     return audio_codec.decompress_wav(cfg)
   c = load_codec(cfg.model)
-  out = check_output(cfg.output, cfg.input, cfg.overwrite)
+  out = base.check_output(cfg.output, cfg.input, cfg.overwrite)
   suffix = out.suffix.lower()
   if suffix not in (".png", ".npy"):
     raise UsageError(f"OUT: expected a .png or .npy path, got {cfg.output!r}")
