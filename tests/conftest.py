@@ -7,20 +7,22 @@ import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The suite compiles hundreds of small programs and runs each a few times,
-# so LLVM's optimisation passes cost more than they save; level 0 changes
-# how fast the machine code is, not what it computes. Set before JAX starts
-# its backend, and inherited by every subprocess the tests launch.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             " --xla_backend_optimization_level=0").strip()
+# so compile time is most of its time: LLVM's optimisation passes (level 0)
+# and XLA's newer fusion emitters (off: the older emitters generate far less
+# code for small fusions) cost more than they save here. Both change how
+# fast the machine code is, not what it computes. Set before JAX starts its
+# backend, and inherited by every subprocess the tests launch.
+for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false"):
+  if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
 import pytest  # noqa: E402
 
 
 def pytest_configure(config):
   """One cache directory for the whole run, shared by both xdist workers
-  (they inherit this environment): decoded datasets, and JAX's persistent
-  compilation cache for every program, so that the many tests that compile
+  (they inherit this environment): decoded datasets, numba's cache, and
+  JAX's persistent compilation cache for every program, so that the many tests that compile
   the same program (the same model on the same data, in process) compile
   it once. The controller makes it and removes it at the end."""
   if "UNSUPJAX_TEST_CACHE" in os.environ:
@@ -31,6 +33,9 @@ def pytest_configure(config):
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(path / "jax"))
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  # UMAP's numba functions too: compiled cold as in CI's fresh environment,
+  # and never written into the installed packages.
+  os.environ.setdefault("NUMBA_CACHE_DIR", str(path / "numba"))
   config._unsupjax_test_cache = path
 
 
@@ -41,6 +46,65 @@ def pytest_unconfigure(config):
     shutil.rmtree(path, ignore_errors=True)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# UNSUPJAX_TEST_PROFILE=1: each test's seconds of JAX tracing, lowering and
+# XLA compilation in this process (not in the subprocesses it starts), and a
+# table of the costliest at the end, beside pytest's --durations: what the
+# suite's minutes go to.
+_PROFILE = os.environ.get("UNSUPJAX_TEST_PROFILE") == "1"
+_compile_seconds = {"trace": 0.0, "lower": 0.0, "compile": 0.0}
+
+
+def _record_compile(event, seconds, **_):
+  kind = {"/jax/core/compile/jaxpr_trace_duration": "trace",
+          "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+          "/jax/core/compile/backend_compile_duration": "compile"}.get(event)
+  if kind:
+    _compile_seconds[kind] += seconds
+
+
+def pytest_runtest_setup(item):
+  if _PROFILE:
+    import jax
+    if not _compile_seconds.get("listening"):
+      jax.monitoring.register_event_duration_secs_listener(_record_compile)
+      _compile_seconds["listening"] = True
+    item._jax_before = {k: _compile_seconds[k] for k in ("trace", "lower", "compile")}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  before = getattr(item, "_jax_before", None)
+  if before is not None and call.when == "teardown":  # before the report is made
+    item.user_properties.append(
+        ("jax_seconds", {k: _compile_seconds[k] - v for k, v in before.items()}))
+  yield
+
+
+def pytest_terminal_summary(terminalreporter):
+  if not _PROFILE:
+    return
+  rows = {}
+  for reports in terminalreporter.stats.values():
+    for r in reports:
+      if getattr(r, "when", None) != "teardown":
+        if getattr(r, "when", None) == "call" or getattr(r, "when", None) == "setup":
+          rows.setdefault(r.nodeid, [0.0, {}])[0] += r.duration
+        continue
+      for name, value in getattr(r, "user_properties", ()):
+        if name == "jax_seconds":
+          rows.setdefault(r.nodeid, [0.0, {}])[1] = value
+  total = sum(w for w, _ in rows.values())
+  jax_total = {k: sum(v.get(k, 0.0) for _, v in rows.values())
+               for k in ("trace", "lower", "compile")}
+  tr = terminalreporter
+  tr.section("where the time went (UNSUPJAX_TEST_PROFILE)")
+  tr.write_line(f"{total:8.1f} s in tests (setup + call, all workers); in-process JAX: "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in jax_total.items()))
+  for nodeid, (wall, js) in sorted(rows.items(), key=lambda kv: -kv[1][0])[:40]:
+    tr.write_line(f"{wall:7.1f} s  (trace {js.get('trace', 0):5.1f}, lower "
+                  f"{js.get('lower', 0):5.1f}, compile {js.get('compile', 0):5.1f})  {nodeid}")
+
 SHARED_TFDS = REPO.parent / "shared" / "data" / "tfds"
 
 

@@ -19,7 +19,7 @@ def test_train_ae_leaves_its_files(tmp_path, cli_main):
   code, out, err = cli_main("train", "ae", "--epochs", 30, "--workdir", wd,
                             "--checkpoint-every", 10, "--no-progress")
   assert code == 0, err
-  assert "test_mse" in out and "curves.png" in out
+  assert "test_mse" in out and "curves.png" in out and " after 30 epochs (" in out
   records = [json.loads(l) for l in open(wd / "metrics.jsonl")]
   assert [r["epoch"] for r in records] == list(range(1, 31))
   for key in ("epoch", "step", "train_loss", "test_loss", "epoch_seconds"):
@@ -207,7 +207,7 @@ def _params(wd):
 def test_kill_then_resume_is_bit_exact(tmp_path, cli_main):
   """A run killed mid-run (SIGKILL: possibly mid-write) resumes from its
   newest intact checkpoint to the same parameters as a run never stopped."""
-  epochs = "40"
+  epochs = "16"
   common = ["train", "ae", "--epochs", epochs, "--batch-size", "32",
             "--checkpoint-every", "1", "--no-progress"]
   assert cli_main(*common, "--workdir", "straight")[0] == 0

@@ -449,7 +449,6 @@ def test_bad_config_and_k():
 
 @pytest.mark.slow
 def test_cli_n2d_on_the_pretrained_autoencoder(runs):
-  pytest.importorskip("umap")
   wd = runs / "n2d"
   assert main(["train", "n2d", *AE_FLAGS, "--pretrained", str(runs / "aek"),
                "--workdir", str(wd)]) == 0

@@ -422,7 +422,7 @@ def test_bad_input_raises_before_compiling():
 def test_hold_then_cosine_schedule():
   """hold_steps: the full rate for that many updates, then a cosine to 0 at
   decay_steps (D's schedule counts n_critic of its updates per G update);
-  the held updates are the constant-rate run's, bit for bit."""
+  the held updates are the constant-rate run's, to float32 rounding."""
   cfg = _small_config(g_lr=1e-3, d_lr=2e-3, n_critic=2, decay_steps=10, hold_steps=6)
   g_lr, d_lr = gan.learning_rates(cfg)
   for t, want in ((0, 1.0), (5, 1.0), (6, 1.0), (8, 0.5), (10, 0.0), (12, 0.0)):
@@ -445,9 +445,12 @@ def test_hold_then_cosine_schedule():
     a, _ = step(a, x, jax.random.PRNGKey(1))
     b, _ = step(b, x, jax.random.PRNGKey(1))
     if t <= 6:  # 5 held updates, and the cosine's first, still at the full rate
-      chex.assert_trees_all_equal(leaves(a), leaves(b))
+      # Two programs (one folds its constant rate, one computes it) may
+      # round an update differently in the last bit; the decayed step
+      # below differs by orders of magnitude more.
+      chex.assert_trees_all_close(leaves(a), leaves(b), rtol=1e-5, atol=1e-7)
   with pytest.raises(AssertionError):
-    chex.assert_trees_all_equal(a.g.params, b.g.params)
+    chex.assert_trees_all_close(a.g.params, b.g.params, rtol=1e-3, atol=1e-4)
   with pytest.raises(ValueError, match="hold_steps"):
     _small_config(decay_steps=10, hold_steps=10)
   with pytest.raises(ValueError, match="hold_steps"):
@@ -540,7 +543,7 @@ def test_fit_resume_is_exact(tmp_path):
 
 
 def test_toys_agree_with_the_mode_metric():
-  modes = pytest.importorskip("unsupjax.metrics.modes")
+  from unsupjax.metrics import modes
   for name, toy in toys.TOYS.items():
     ms = modes.MODE_SETS[name]
     np.testing.assert_array_equal(np.asarray(ms.centres), toy.centers)

@@ -70,7 +70,7 @@ def test_fitted_state_and_not_fitted_errors():
 
 def test_feature_names_and_device_arrays():
   import jax.numpy as jnp
-  pd = pytest.importorskip("pandas")
+  import pandas as pd
   x, _ = make_blobs(60, 2, centers=3, random_state=2)
   frame = pd.DataFrame(x, columns=["age", "income"])
   est = KMeans(3, random_state=0).fit(frame)

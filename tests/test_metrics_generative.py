@@ -18,8 +18,7 @@ from unsupjax.metrics import fid as fidlib
 from unsupjax.metrics import modes
 from unsupjax.metrics import prdc as prdclib
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_TFDS = REPO.parent / "shared" / "data" / "tfds"
+from conftest import shared_mnist_dir
 
 
 # ----------------------------------------------------------------- helpers
@@ -426,12 +425,9 @@ def test_feature_shapes_and_per_channel_stacking(net):
   chex.assert_shape(F.predict_digits(x, net), (7, 3))
 
 
-@pytest.mark.skipif(not SHARED_TFDS.is_dir(),
-                    reason=f"shared MNIST not found at {SHARED_TFDS} "
-                           "(../shared/data/tfds from the repository root)")
 def test_feature_net_accuracy_on_mnist_test(net):
   from unsupjax import data
-  test = data.load("mnist", "test", data_dir=str(SHARED_TFDS))
+  test = data.load("mnist", "test", data_dir=str(shared_mnist_dir()))
   x, y = test.x[:5000], test.y[:5000]
   acc = float(np.mean(np.asarray(F.predict_digits(x, net)) == y))
   assert acc >= 0.99
@@ -529,7 +525,6 @@ def test_bad_images_raise_before_loading_the_net():
 
 @pytest.fixture(scope="module")
 def mnist_test_images():
-  from conftest import shared_mnist_dir
   from unsupjax import data
   ds = data.load("mnist", "test", data_dir=str(shared_mnist_dir()), download=False)
   return ds.x[:1500], ds.y[:1500]

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -62,15 +61,6 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-class _JobFailed(AssertionError):
-  """A multi-process run failed; `retry` when it hung or a process died by
-  a signal (what a clash on the machine, not a wrong result, looks like)."""
-
-  def __init__(self, message: str, retry: bool):
-    super().__init__(message)
-    self.retry = retry
-
-
 def _run_together(commands, env, cwd, logdir, timeout) -> list[tuple[str, str]]:
   """Runs the commands at once (the processes of one run); their (stdout,
   stderr) once all exited 0. Output goes to files, not pipes: an undrained
@@ -112,25 +102,15 @@ def _run_together(commands, env, cwd, logdir, timeout) -> list[tuple[str, str]]:
                        for i, (p, (out, err)) in enumerate(zip(procs, outs)))
     what = (f"still running {timeout} s after the start or 30 s after another "
             "process failed" if aborted else "failed")
-    raise _JobFailed(f"processes {what}\n{report}",
-                     retry=aborted or any(p.returncode < 0 for p in procs))
+    raise AssertionError(f"processes {what}\n{report}")
   return outs
 
 
 def _run_job(make_commands, env, cwd, logdir, timeout=240) -> list[tuple[str, str]]:
-  """`_run_together(make_commands(port, attempt), ...)` with a fresh
-  coordinator port, tried a second time (with a warning that shows the
-  first attempt) when the first hung or lost a process to a signal."""
-  def attempt(i):
-    return _run_together(make_commands(str(_free_port()), i), env, cwd,
-                         pathlib.Path(logdir) / f"attempt{i}", timeout)
-  try:
-    return attempt(0)
-  except _JobFailed as e:
-    if not e.retry:
-      raise
-    warnings.warn(f"multi-process run retried on a fresh port after:\n{e}")
-  return attempt(1)
+  """`_run_together(make_commands(port), ...)` on a free coordinator port.
+  A hang or a crash fails the test with every process's output and stacks:
+  it is not retried."""
+  return _run_together(make_commands(str(_free_port())), env, cwd, logdir, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -138,15 +118,15 @@ def two_processes(tmp_path_factory):
   logs = tmp_path_factory.mktemp("multihost")
   from conftest import fake_devices_env
   env = fake_devices_env(2)
-  outs = []
 
-  def commands(port, attempt):
-    outs.append(logs / f"run{attempt}")
-    outs[-1].mkdir()
-    return [[sys.executable, "-c", WORKER, str(i), port, str(outs[-1])] for i in range(2)]
+  run = logs / "run"
+  run.mkdir()
 
-  _run_job(commands, env, ROOT, logs)
-  return outs[-1]
+  def commands(port):
+    return [[sys.executable, "-c", WORKER, str(i), port, str(run)] for i in range(2)]
+
+  _run_job(commands, env, ROOT, logs / "logs")
+  return run
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +185,7 @@ def test_cli_two_processes(tmp_path):
   from conftest import fake_devices_env
   env = fake_devices_env(2)
   env["UNSUPJAX_CACHE_DIR"] = str(tmp_path / "cache")
-  def commands(port, attempt):
+  def commands(port):
     args = ["train", "ae", "--epochs", "2", "--hidden", "32", "--latent-dim", "8",
             "--batch-size", "64", "--no-progress", "--workdir", "run",
             "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]

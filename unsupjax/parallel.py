@@ -135,15 +135,25 @@ def accepts_axis_name(fn: Callable) -> bool:
 # pmap.
 
 
-def replicate(tree, devices: Sequence[jax.Device] | None = None):
-  """One copy of every leaf on each local device: leading axis len(devices)."""
+def replicate(tree, devices: Sequence[jax.Device] | None = None,
+              axis_name: str = DATA_AXIS):
+  """One copy of every leaf on each local device: leading axis len(devices).
+
+  The copies are laid out on a mesh whose axis is `axis_name`, the axis a
+  `pmap` over the same name gives its outputs, so a pmapped step that is
+  first called on `replicate`'s arrays and then on its own outputs compiles
+  once (another axis name retraces and recompiles on the second call). The
+  copies are made on the host: no device program per leaf shape.
+  """
   devices = list(devices or jax.local_devices())
-  sharding = NamedSharding(Mesh(np.asarray(devices), ("replica",)), P("replica"))
+  sharding = NamedSharding(Mesh(np.asarray(devices), (axis_name,)), P(axis_name))
 
   def one(a):
-    a = jnp.asarray(a)
-    return jax.device_put(jnp.broadcast_to(a[None], (len(devices),) + a.shape),
-                          sharding)
+    if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+      impl = jax.random.key_impl(a)
+      return jax.random.wrap_key_data(one(jax.random.key_data(a)), impl=impl)
+    a = np.asarray(a)
+    return jax.device_put(np.broadcast_to(a[None], (len(devices),) + a.shape), sharding)
 
   return jax.tree.map(one, tree)
 

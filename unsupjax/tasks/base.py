@@ -543,8 +543,9 @@ def train(task: Task, cfg) -> dict:
   parallel.lead_process_only(write_json)(workdir / SUMMARY_FILE, summary)
   monitor.finish(summary)
   keys = runlog.headline(task.name)
+  epochs = f"{result.last_epoch} epoch" + ("" if result.last_epoch == 1 else "s")
   print(f"{task.name} on {cfg.dataset}: {headline_text(summary, keys) or 'done'} after "
-        f"{result.last_epoch} epochs ({summary['wall_seconds']:.1f} s; compile "
+        f"{epochs} ({summary['wall_seconds']:.1f} s; compile "
         f"{result.compile_seconds:.2f} s) -> {workdir} (curves: {workdir / 'curves.png'})")
   return summary
 
