@@ -47,6 +47,17 @@ def pytest_unconfigure(config):
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+
+def pytest_collection_modifyitems(config, items):
+  """Modules that hold a `slow` test run first, each module's tests still
+  together and in order: xdist then hands the light modules out last, so
+  both workers finish at about the same time instead of one waiting on a
+  long multi-process test that came last."""
+  heavy = {item.module.__name__ for item in items
+           if item.get_closest_marker("slow") and getattr(item, "module", None)}
+  items.sort(key=lambda item: getattr(item, "module", None) is None
+             or item.module.__name__ not in heavy)
+
 # UNSUPJAX_TEST_PROFILE=1: each test's seconds of JAX tracing, lowering and
 # XLA compilation in this process (not in the subprocesses it starts), and a
 # table of the costliest at the end, beside pytest's --durations: what the

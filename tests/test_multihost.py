@@ -150,6 +150,7 @@ def one_process():
   return state
 
 
+@pytest.mark.slow
 def test_two_processes_end_like_one_and_write_once(two_processes, one_process):
   """Both processes end with the one-device parameters, in every mode; the
   records are written once and the checkpoint restores to them. (One test:
@@ -178,6 +179,7 @@ def test_two_processes_end_like_one_and_write_once(two_processes, one_process):
                                  err_msg=f"{mode} restored")
 
 
+@pytest.mark.slow
 def test_cli_two_processes(tmp_path):
   """`unsupjax train ae --coordinator ... --num-processes 2 --process-id I`
   end to end: both processes finish with the same result, and the run's

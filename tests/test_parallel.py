@@ -224,6 +224,7 @@ def eight_devices():
   return proc
 
 
+@pytest.mark.slow
 def test_eight_devices_equal_one(eight_devices):
   """Every check of SCRIPT passed (one test: the 8-device subprocess runs
   once, whichever xdist worker takes it); a failure names the checks."""
@@ -266,6 +267,7 @@ _CLI_CALLS = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.slow
 def test_cli_on_eight_devices(tmp_path):
   """`--parallel` from the command line: a run, and the clear errors. (The
   loop's pmap path is checked in SCRIPT; the CLI's in two processes in
