@@ -362,3 +362,38 @@ def test_headline_keys():
   assert runlog.headline("something-new") == ["test_loss"]
   assert runlog.progress_keys("gan")[:2] == ["train_d_loss", "train_g_loss"]
   assert runlog.progress_keys("ae") == ["train_loss", "test_loss", "test_mse"]
+
+
+def test_monitor_draws_after_two_seconds_and_once_at_the_end(tmp_path, monkeypatch):
+  """curves.png is drawn once a run has trained for MIN_REDRAW_SECONDS, then
+  when due again, and always by finish/stop (whose marker its title names);
+  a run shorter than that draws once."""
+  import types
+
+  from unsupjax.tasks import watch
+  clock = [100.0]
+  monkeypatch.setattr(watch.time, "perf_counter", lambda: clock[0])
+  status = lambda wd: json.loads((wd / "status.json").read_text())["status"]
+  monkeypatch.setattr(runlog, "read_run", status)
+  drawn = []
+  from unsupjax import curves
+  monkeypatch.setattr(curves, "save_run_curves", lambda path, run: drawn.append(run))
+
+  def run(times, end, **kw):
+    drawn.clear()
+    wd = tmp_path / str(len(list(tmp_path.iterdir())))
+    wd.mkdir()
+    clock[0] = 100.0
+    m = watch.Monitor(wd, "ae", types.SimpleNamespace(epochs=len(times)))
+    for epoch, t in enumerate(times, 1):
+      clock[0] = t
+      m.observe([{"epoch": e} for e in range(1, epoch + 1)])
+    clock[0] += 0.1
+    m.finish({"epochs": len(times)}) if end == "finish" else m.stop(end, "stopped")
+    return list(drawn)
+
+  assert watch.MIN_REDRAW_SECONDS == 2.0
+  assert run([100.5, 101.9, 102.1, 103.0], "finish") == ["running", "finished"]
+  assert run([100.5, 102.1, 103.0, 104.2], "finish") == ["running", "running", "finished"]
+  assert run([100.1], "finish") == ["finished"]
+  assert run([100.1, 100.2], "interrupted") == ["interrupted"]

@@ -220,6 +220,7 @@ def train_step(state: AEState, batch: jax.Array, key: chex.PRNGKey, *,
   return state.apply_gradients(grads), {"loss": loss}
 
 
+@jax.jit
 def reconstruct(state: AEState, x: jax.Array) -> jax.Array:
   """Reconstructions f32[b, ...]: in [0, 1] (sigmoid of the decoder logits),
   or the decoder's output as is with output='linear'."""
@@ -227,6 +228,7 @@ def reconstruct(state: AEState, x: jax.Array) -> jax.Array:
   return output_to_data(state.config, logits)
 
 
+@jax.jit
 def encode(state: AEState, x: jax.Array) -> jax.Array:
   """Codes f32[b, latent_dim]."""
   return state.model.apply({"params": state.params}, x, method="encode")

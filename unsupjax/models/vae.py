@@ -20,6 +20,7 @@ Does not offer: hierarchical latents, learned priors, or a training loop.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -253,6 +254,7 @@ def eval_params(state: VAEState) -> Any:
   return state.eval_params
 
 
+@jax.jit
 def reconstruct(state: VAEState, x: jax.Array) -> jax.Array:
   """The decoder's mean at z = E[z | x]: f32[b, ...] (probabilities for Bernoulli)."""
   mean, _ = state.model.apply({"params": eval_params(state)}, x, method="encode")
@@ -264,17 +266,20 @@ def decode_mean(state: VAEState, z: jax.Array) -> jax.Array:
   return jax.nn.sigmoid(out) if state.config.likelihood == "bernoulli" else out
 
 
+@jax.jit
 def encode(state: VAEState, x: jax.Array) -> jax.Array:
   """The posterior means E[z | x]: f32[b, latent_dim]."""
   return state.model.apply({"params": eval_params(state)}, x, method="encode")[0]
 
 
+@functools.partial(jax.jit, static_argnames="n")
 def sample(state: VAEState, key: chex.PRNGKey, n: int) -> jax.Array:
   """n decoder means at z ~ N(0, I): f32[n, ...]."""
   z = jax.random.normal(key, (n, state.model.latent_dim))
   return decode_mean(state, z)
 
 
+@functools.partial(jax.jit, static_argnames="steps")
 def interpolate(state: VAEState, x_a: jax.Array, x_b: jax.Array,
                 steps: int) -> jax.Array:
   """Decoder means along the straight line between E[z|x_a] and E[z|x_b].
@@ -346,7 +351,6 @@ def dataset_iwae_nll(state: VAEState, x, key: chex.PRNGKey, k: int,
 
   Batch i draws its samples from fold_in(key, i * batch_size).
   """
-  import functools
   import numpy as np
 
   fn = jax.jit(functools.partial(iwae_nll, k=k, chunk=chunk))

@@ -2,12 +2,12 @@
 
 `Monitor.observe` is a `training.fit` observer: after each epoch it marks
 the run 'running' (status.json), writes the new records to TensorBoard
-(with --tensorboard) and redraws `curves.png`, at most every
-max(2 s, 10 x the last drawing's time) so that drawing never costs a fast
-run more than a tenth of its time; the last epoch is always drawn.
-`stop` and `finish` write the final marker ('interrupted', 'diverged',
-'finished') and the last picture. Only the lead process of a
-multi-process run writes.
+(with --tensorboard) and redraws `curves.png` once the run has trained
+for 2 s, then at most every max(2 s, 10 x the last drawing's time), so
+that drawing never costs a run more than a tenth of its time. `stop` and
+`finish` write the final marker ('interrupted', 'diverged', 'finished')
+and the last picture (its title names that marker), so a run shorter
+than 2 s draws once. Only the lead process of a multi-process run writes.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Monitor:
     self.tensorboard = getattr(cfg, "tensorboard", False)
     self._writer = None
     self._written = 0          # records already sent to TensorBoard
-    self._next_draw = 0.0
+    self._next_draw = time.perf_counter() + MIN_REDRAW_SECONDS
     self._records: list[dict] = []
     if self.enabled:
       runlog.write_status(self.workdir, "running", epoch=None, epochs=self.epochs)
@@ -69,7 +69,7 @@ class Monitor:
     last = history[-1] if history else {}
     runlog.write_status(self.workdir, "running", epoch=last.get("epoch"), epochs=self.epochs)
     self._send(history)
-    if time.perf_counter() >= self._next_draw or last.get("epoch") == self.epochs:
+    if time.perf_counter() >= self._next_draw:
       self._draw()
 
   def _close(self) -> None:
