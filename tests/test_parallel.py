@@ -38,6 +38,11 @@ SCRIPT = textwrap.dedent(r"""
       np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol,
                                  atol=atol, err_msg=what)
 
+  compiles = [0]  # XLA compiles so far in this process
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, secs, **kw: compiles.__setitem__(
+          0, compiles[0] + (event == "/jax/core/compile/backend_compile_duration")))
+
   def run_three(step, state, batches, key):
     one = jax.jit(step)
     s1, m1 = state, []
@@ -46,8 +51,13 @@ SCRIPT = textwrap.dedent(r"""
     ps = parallel.pmap_step(step, donate=False)
     sp = parallel.replicate(state)
     mp = []
-    for b in batches:
+    for i, b in enumerate(batches):
+      if i == 1:
+        compiled = compiles[0]
       sp, m = ps(sp, parallel.split_batch(b, D), key); mp.append(parallel.unreplicate(m))
+    # replicate's layout is the one pmap gives its outputs: no recompile
+    # after the first call.
+    assert compiles[0] == compiled, compiles[0] - compiled
     sp = parallel.unreplicate(sp)
     mesh = parallel.make_mesh()
     sh = parallel.state_sharding(state, mesh)
