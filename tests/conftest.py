@@ -45,7 +45,9 @@ def pytest_unconfigure(config):
     import shutil
     shutil.rmtree(path, ignore_errors=True)
 
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_TFDS = REPO.parent / "shared" / "data" / "tfds"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -58,29 +60,32 @@ def pytest_collection_modifyitems(config, items):
   items.sort(key=lambda item: getattr(item, "module", None) is None
              or item.module.__name__ not in heavy)
 
+
 # UNSUPJAX_TEST_PROFILE=1: each test's seconds of JAX tracing, lowering and
 # XLA compilation in this process (not in the subprocesses it starts), and a
 # table of the costliest at the end, beside pytest's --durations: what the
 # suite's minutes go to.
 _PROFILE = os.environ.get("UNSUPJAX_TEST_PROFILE") == "1"
-_compile_seconds = {"trace": 0.0, "lower": 0.0, "compile": 0.0}
+_JAX_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
+               "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+               "/jax/core/compile/backend_compile_duration": "compile"}
+_jax_seconds = dict.fromkeys(_JAX_EVENTS.values(), 0.0)  # this worker's, so far
+_listening = False
 
 
-def _record_compile(event, seconds, **_):
-  kind = {"/jax/core/compile/jaxpr_trace_duration": "trace",
-          "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
-          "/jax/core/compile/backend_compile_duration": "compile"}.get(event)
-  if kind:
-    _compile_seconds[kind] += seconds
+def _record_jax_event(event, seconds, **_):
+  if event in _JAX_EVENTS:
+    _jax_seconds[_JAX_EVENTS[event]] += seconds
 
 
 def pytest_runtest_setup(item):
+  global _listening
   if _PROFILE:
-    import jax
-    if not _compile_seconds.get("listening"):
-      jax.monitoring.register_event_duration_secs_listener(_record_compile)
-      _compile_seconds["listening"] = True
-    item._jax_before = {k: _compile_seconds[k] for k in ("trace", "lower", "compile")}
+    if not _listening:
+      import jax
+      jax.monitoring.register_event_duration_secs_listener(_record_jax_event)
+      _listening = True
+    item._jax_before = dict(_jax_seconds)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -88,35 +93,30 @@ def pytest_runtest_makereport(item, call):
   before = getattr(item, "_jax_before", None)
   if before is not None and call.when == "teardown":  # before the report is made
     item.user_properties.append(
-        ("jax_seconds", {k: _compile_seconds[k] - v for k, v in before.items()}))
+        ("jax_seconds", {k: _jax_seconds[k] - v for k, v in before.items()}))
   yield
 
 
 def pytest_terminal_summary(terminalreporter):
   if not _PROFILE:
     return
-  rows = {}
+  wall, jax_seconds = {}, {}  # per test: setup + call seconds; its JAX seconds
   for reports in terminalreporter.stats.values():
     for r in reports:
-      if getattr(r, "when", None) != "teardown":
-        if getattr(r, "when", None) == "call" or getattr(r, "when", None) == "setup":
-          rows.setdefault(r.nodeid, [0.0, {}])[0] += r.duration
-        continue
-      for name, value in getattr(r, "user_properties", ()):
-        if name == "jax_seconds":
-          rows.setdefault(r.nodeid, [0.0, {}])[1] = value
-  total = sum(w for w, _ in rows.values())
-  jax_total = {k: sum(v.get(k, 0.0) for _, v in rows.values())
-               for k in ("trace", "lower", "compile")}
+      when = getattr(r, "when", None)
+      if when in ("setup", "call"):
+        wall[r.nodeid] = wall.get(r.nodeid, 0.0) + r.duration
+      elif when == "teardown":
+        jax_seconds.update((r.nodeid, v) for k, v in r.user_properties if k == "jax_seconds")
+  totals = {k: sum(js.get(k, 0.0) for js in jax_seconds.values()) for k in _jax_seconds}
   tr = terminalreporter
   tr.section("where the time went (UNSUPJAX_TEST_PROFILE)")
-  tr.write_line(f"{total:8.1f} s in tests (setup + call, all workers); in-process JAX: "
-                + ", ".join(f"{k} {v:.1f} s" for k, v in jax_total.items()))
-  for nodeid, (wall, js) in sorted(rows.items(), key=lambda kv: -kv[1][0])[:40]:
-    tr.write_line(f"{wall:7.1f} s  (trace {js.get('trace', 0):5.1f}, lower "
+  tr.write_line(f"{sum(wall.values()):8.1f} s in tests (setup + call, all workers); "
+                "in-process JAX: " + ", ".join(f"{k} {v:.1f} s" for k, v in totals.items()))
+  for nodeid in sorted(wall, key=wall.get, reverse=True)[:40]:
+    js = jax_seconds.get(nodeid, {})
+    tr.write_line(f"{wall[nodeid]:7.1f} s  (trace {js.get('trace', 0):5.1f}, lower "
                   f"{js.get('lower', 0):5.1f}, compile {js.get('compile', 0):5.1f})  {nodeid}")
-
-SHARED_TFDS = REPO.parent / "shared" / "data" / "tfds"
 
 
 def shared_mnist_dir() -> pathlib.Path:
@@ -127,6 +127,27 @@ def shared_mnist_dir() -> pathlib.Path:
       pytest.fail(message + "; CI must run the real-data checks")
     pytest.skip(message)
   return SHARED_TFDS
+
+
+def digits_labels():
+  """The classes of the rows the clustering commands cluster on digits (all
+  1,797: train, then test)."""
+  import numpy as np
+  from unsupjax import data
+  return np.concatenate([data.load("digits", s).y for s in ("train", "test")])
+
+
+def hungarian_accuracy(y, labels) -> float:
+  """Clustering accuracy under the best one-to-one map of clusters to
+  classes, by scipy's Hungarian algorithm: a reference independent of
+  unsupjax.metrics.clustering."""
+  import numpy as np
+  from scipy.optimize import linear_sum_assignment
+  y, labels = np.asarray(y), np.asarray(labels)
+  table = np.zeros((labels.max() + 1, y.max() + 1), np.int64)
+  np.add.at(table, (labels, y), 1)
+  r, c = linear_sum_assignment(-table)
+  return table[r, c].sum() / len(y)
 
 
 @pytest.fixture(scope="session")
@@ -211,4 +232,3 @@ def small_toys(monkeypatch):
   from unsupjax.tasks import gan as gan_task
   monkeypatch.setattr(gan_task, "TOY_TRAIN", 5120)
   monkeypatch.setattr(gan_task, "TOY_EVAL", 512)
-

@@ -61,14 +61,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_together(commands, env, cwd, logdir, timeout) -> list[tuple[str, str]]:
+def _run_together(commands, env, cwd, logdir, timeout=240) -> list[tuple[str, str]]:
   """Runs the commands at once (the processes of one run); their (stdout,
   stderr) once all exited 0. Output goes to files, not pipes: an undrained
   pipe of one process would block it mid-run, and the others with it in
   their next collective. A process still running `timeout` s after the
   start, or 30 s after another one failed, is ended with SIGABRT so that
   faulthandler prints its threads' Python stacks; the failure shows every
-  process's output."""
+  process's output. A hang or a crash fails the test: it is not retried."""
   logdir = pathlib.Path(logdir)
   logdir.mkdir(parents=True, exist_ok=True)
   env = dict(env, PYTHONFAULTHANDLER="1")
@@ -106,13 +106,6 @@ def _run_together(commands, env, cwd, logdir, timeout) -> list[tuple[str, str]]:
   return outs
 
 
-def _run_job(make_commands, env, cwd, logdir, timeout=240) -> list[tuple[str, str]]:
-  """`_run_together(make_commands(port), ...)` on a free coordinator port.
-  A hang or a crash fails the test with every process's output and stacks:
-  it is not retried."""
-  return _run_together(make_commands(str(_free_port())), env, cwd, logdir, timeout)
-
-
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
   logs = tmp_path_factory.mktemp("multihost")
@@ -121,11 +114,9 @@ def two_processes(tmp_path_factory):
 
   run = logs / "run"
   run.mkdir()
-
-  def commands(port):
-    return [[sys.executable, "-c", WORKER, str(i), port, str(run)] for i in range(2)]
-
-  _run_job(commands, env, ROOT, logs / "logs")
+  port = str(_free_port())
+  _run_together([[sys.executable, "-c", WORKER, str(i), port, str(run)] for i in range(2)],
+                env, ROOT, logs / "logs")
   return run
 
 
@@ -187,14 +178,11 @@ def test_cli_two_processes(tmp_path):
   from conftest import fake_devices_env
   env = fake_devices_env(2)
   env["UNSUPJAX_CACHE_DIR"] = str(tmp_path / "cache")
-  def commands(port):
-    args = ["train", "ae", "--epochs", "2", "--hidden", "32", "--latent-dim", "8",
-            "--batch-size", "64", "--no-progress", "--workdir", "run",
-            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-    return [[sys.executable, "-m", "unsupjax", *args, "--process-id", str(i)]
-            for i in range(2)]
-
-  outs = _run_job(commands, env, tmp_path, tmp_path / "logs")
+  args = ["train", "ae", "--epochs", "2", "--hidden", "32", "--latent-dim", "8",
+          "--batch-size", "64", "--no-progress", "--workdir", "run",
+          "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2"]
+  outs = _run_together([[sys.executable, "-m", "unsupjax", *args, "--process-id", str(i)]
+                        for i in range(2)], env, tmp_path, tmp_path / "logs")
   # The same numbers on both processes (the timings after them differ).
   lines = [out.strip().splitlines()[-1].split(" (")[0] for out, _ in outs]
   assert lines[0] == lines[1] and lines[0].startswith("ae on digits: test_mse"), lines

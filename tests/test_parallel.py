@@ -88,13 +88,13 @@ SCRIPT = textwrap.dedent(r"""
   assert jax.config.jax_threefry_partitionable
   k = jax.random.key(3)
   normal = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  mesh = parallel.make_mesh()
   for draw, same in ((jax.random.bits, np.testing.assert_array_equal),
                      (jax.random.normal, normal)):
     want = np.asarray(draw(k, (B, 64)))
     got = jax.pmap(lambda _: parallel.batch_draw(draw, k, (B // D, 64), axis_name="i"),
                    axis_name="i")(jnp.zeros(D))
     same(np.asarray(got).reshape(B, 64), want)
-    mesh = parallel.make_mesh()
     xs = parallel.shard_batch(np.zeros((B, 64), want.dtype), mesh)
     got = jax.jit(lambda x: x + draw(k, x.shape, x.dtype))(xs)
     same(np.asarray(got), want)
@@ -284,7 +284,7 @@ def test_cli_on_eight_devices(tmp_path):
   test_multihost.)"""
   import json
 
-  from scipy.optimize import linear_sum_assignment
+  from conftest import digits_labels, hungarian_accuracy
 
   # Deep clustering: pretraining and the IDEC phase both data-parallel.
   wd = tmp_path / "idec"
@@ -295,15 +295,9 @@ def test_cli_on_eight_devices(tmp_path):
   assert " after 1 epoch (" in out.stdout, out.stdout  # one epoch: no plural
   summary = json.loads((wd / "summary.json").read_text())
   assert summary["device"].startswith("8 x cpu") and summary.get("steps", 0) > 0
-  # The reported ACC is the Hungarian matching's (scipy) of the saved labels
-  # of every digit (train, then test).
-  from unsupjax import data
-  y = np.concatenate([data.load("digits", s).y for s in ("train", "test")])
-  labels = np.load(wd / "labels.npy")
-  table = np.zeros((10, 10), np.int64)
-  np.add.at(table, (labels, y), 1)
-  r, c = linear_sum_assignment(-table)
-  assert summary["acc"] == pytest.approx(table[r, c].sum() / len(y), abs=1e-12)
+  # The reported ACC is the Hungarian matching's (scipy) of the saved labels.
+  assert summary["acc"] == pytest.approx(
+      hungarian_accuracy(digits_labels(), np.load(wd / "labels.npy")), abs=1e-12)
 
   bad = ["train", "ae", "--epochs", "1", "--workdir", str(tmp_path / "bad"), "--no-progress"]
   cases = [(["--parallel", "pmap", "--batch-size", "36"],

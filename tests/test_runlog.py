@@ -379,7 +379,7 @@ def test_monitor_draws_after_two_seconds_and_once_at_the_end(tmp_path, monkeypat
   from unsupjax import curves
   monkeypatch.setattr(curves, "save_run_curves", lambda path, run: drawn.append(run))
 
-  def run(times, end, **kw):
+  def run(times, end):
     drawn.clear()
     wd = tmp_path / str(len(list(tmp_path.iterdir())))
     wd.mkdir()
