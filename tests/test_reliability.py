@@ -176,3 +176,24 @@ def test_sigint_to_a_real_process_checkpointing_every_epoch(tmp_path):
   assert proc.returncode == 130, err
   assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err
   assert json.loads((wd / "status.json").read_text())["status"] == "interrupted"
+
+
+def test_an_interrupted_checkpoint_write_adds_no_warnings_at_exit(cli_main, monkeypatch):
+  """Ctrl-C in the middle of an orbax write leaves coroutines that were never
+  awaited; the CLI's exit says its one line, not Python's warning about each
+  (seen once from the real SIGINT above). Other warnings still show."""
+  import warnings
+
+  from unsupjax.tasks import base
+
+  def interrupted_write(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(base, "train", interrupted_write)
+  with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    code, _, err = cli_main(*TINY, "--epochs", "1", "--workdir", "r")
+    warnings.warn("coroutine 'Checkpointer.save' was never awaited", RuntimeWarning)
+    warnings.warn("another warning", RuntimeWarning)
+  assert code == 130 and err.strip() == ("unsupjax: interrupted; the newest complete "
+                                         "checkpoint is kept")
+  assert [str(w.message) for w in seen] == ["another warning"]

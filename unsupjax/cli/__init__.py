@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import warnings
 from typing import Any
 
 from unsupjax.tasks.registry import COMMANDS, TRAIN_TASKS, load
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   except KeyboardInterrupt:
     print("unsupjax: interrupted; the newest complete checkpoint is kept", file=sys.stderr)
+    # A checkpoint write cut short leaves orbax's coroutines unawaited, and
+    # Python would name each one at exit, under the line that matters.
+    warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
     return 130
   except Exception as e:
     from unsupjax.training import TrainingDiverged
