@@ -10,7 +10,9 @@ themselves in a numerically stable form (see `losses.py`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -27,6 +29,19 @@ KERNEL_INITS = {
     "fan_in_uniform": nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
 }
 
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_jit(module: nn.Module, rngs: Any, *args: Any) -> Any:
+  return module.init(rngs, *args)
+
+
+def init_variables(module: nn.Module, rngs: Any, *args: Any) -> Any:
+  """`module.init(rngs, *args)` as one compiled program instead of one
+  dispatch per initialiser and layer, shared by equal modules: Linen
+  modules compare by their fields, so every model of one architecture and
+  input shape compiles it once per process."""
+  return _init_jit(module, rngs, *args)
 
 class MLP(nn.Module):
   """Dense layers `features[0] ... features[-1]`.

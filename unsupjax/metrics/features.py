@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unsupjax import nn as nn_lib
+
 FEATURE_DIM = 64
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
@@ -89,7 +91,7 @@ def default_weights_path() -> str:
 
 def init_params(key: jax.Array) -> dict:
   """Fresh (untrained) params of `MnistNet`, for training scripts."""
-  return MnistNet().init(key, jnp.zeros((1, 28, 28, 1), jnp.float32))["params"]
+  return nn_lib.init_variables(MnistNet(), key, jnp.zeros((1, 28, 28, 1), jnp.float32))["params"]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -268,9 +270,13 @@ def inception_score(probs: jax.Array, num_splits: int = 10
     arr = np.asarray(probs)
     if not np.all(np.isfinite(arr)) or arr.min() < 0:
       raise ValueError("probs: expected finite, non-negative probabilities")
-  p = jnp.asarray(probs)
-  m = shape[0] // num_splits
-  p = p[: m * num_splits].reshape(num_splits, m, shape[1])
+  return _inception_score(jnp.asarray(probs), int(num_splits))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _inception_score(p: jax.Array, num_splits: int) -> tuple[jax.Array, jax.Array]:
+  m = p.shape[0] // num_splits
+  p = p[: m * num_splits].reshape(num_splits, m, p.shape[1])
   marginal = jnp.mean(p, axis=1, keepdims=True)
   # xlogy gives 0 * log 0 = 0 for classes a sample puts no mass on.
   kl = jnp.sum(jax.scipy.special.xlogy(p, p)

@@ -36,6 +36,8 @@ only when computed with the same feature network and the same sample sizes
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -246,7 +248,13 @@ def kid(features1: jax.Array, features2: jax.Array, key: jax.Array, *,
     raise ValueError(
         f"subset_size: expected 2 <= subset_size <= min(n1, n2) = "
         f"{min(n1, n2)}, got {subset_size}")
-  x, y = jnp.asarray(features1), jnp.asarray(features2)
-  idx1, idx2 = kid_subset_indices(key, n1, n2, num_subsets, subset_size)
+  return _kid(jnp.asarray(features1), jnp.asarray(features2), key, int(num_subsets),
+              int(subset_size))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _kid(x: jax.Array, y: jax.Array, key: jax.Array, num_subsets: int,
+         subset_size: int) -> tuple[jax.Array, jax.Array]:
+  idx1, idx2 = kid_subset_indices(key, x.shape[0], y.shape[0], num_subsets, subset_size)
   values = jax.lax.map(lambda ij: _mmd2(x[ij[0]], y[ij[1]]), (idx1, idx2))
   return jnp.mean(values), jnp.std(values)

@@ -33,6 +33,7 @@ does that, with the same documented geometry).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -83,6 +84,7 @@ def _kl_to_uniform(counts: jax.Array) -> jax.Array:
   return jnp.where(total > 0, kl, jnp.inf)
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def _from_assignments(mode: jax.Array, ok: jax.Array, num_modes: int
                       ) -> ModeStats:
   counts = jnp.zeros(num_modes, jnp.int32).at[mode].add(ok.astype(jnp.int32))
@@ -119,14 +121,16 @@ def mode_stats(samples: jax.Array, centres: jax.Array, sigma: float, *,
     if not ok:
       raise ValueError(
           f"{name}: expected a positive finite number, got {value!r}")
-  x = jnp.asarray(samples, jnp.float32)
-  c = jnp.asarray(centres, jnp.float32)
+  return _mode_stats(jnp.asarray(samples, jnp.float32), jnp.asarray(centres, jnp.float32),
+                     jnp.float32((float(threshold) * float(sigma)) ** 2))
+
+
+@jax.jit
+def _mode_stats(x: jax.Array, c: jax.Array, radius2: jax.Array) -> ModeStats:
   # K is small (8, 25): an [n, K] distance matrix is the direct form.
   d2 = jnp.sum((x[:, None, :] - c[None, :, :]) ** 2, axis=-1)
-  nearest = jnp.argmin(d2, axis=1)
-  nearest_d2 = jnp.min(d2, axis=1)
-  hq = nearest_d2 <= (float(threshold) * float(sigma)) ** 2
-  return _from_assignments(nearest, hq, shape[0])
+  hq = jnp.min(d2, axis=1) <= radius2
+  return _from_assignments(jnp.argmin(d2, axis=1), hq, c.shape[0])
 
 
 def stacked_mnist_stats(digits: jax.Array) -> ModeStats:

@@ -148,8 +148,7 @@ def init_state(key: chex.PRNGKey, config: AEConfig,
                example_batch: jax.Array) -> AEState:
   """A fresh state; example_batch: f32[b, ...] fixes the input shape."""
   model = make_model(config, example_batch.shape[1:])
-  # Under jit: one compiled program instead of one dispatch per op.
-  params = jax.jit(model.init)(key, jnp.asarray(example_batch[:1]))["params"]
+  params = nn.init_variables(model, key, jnp.asarray(example_batch[:1]))["params"]
   tx = (optax.sgd(config.learning_rate, momentum=config.momentum or None)
         if config.optimizer == "sgd" else optax.adam(config.learning_rate))
   return TrainState.create(params=params, tx=tx, model=model, config=config)

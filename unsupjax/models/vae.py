@@ -151,7 +151,8 @@ def make_model(config: VAEConfig, input_shape: Sequence[int]) -> VAEModel:
 def init_state(key: chex.PRNGKey, config: VAEConfig, example_batch: jax.Array) -> VAEState:
   model = make_model(config, example_batch.shape[1:])
   init_key, sample_key, eval_key = jax.random.split(key, 3)
-  params = model.init(init_key, jnp.asarray(example_batch[:1]), sample_key)["params"]
+  params = nn.init_variables(model, init_key, jnp.asarray(example_batch[:1]),
+                              sample_key)["params"]
   tx = optax.adam(config.learning_rate)
   return VAEState.create(params=params, tx=tx, ema_decay=config.ema_decay,
                          eval_key=eval_key, config=config, model=model)

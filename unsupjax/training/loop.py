@@ -112,6 +112,11 @@ def read_history(path: pathlib.Path, upto_epoch: int) -> list[dict]:
   return [r for r in runlog.read_records(path) if r.get("epoch", 0) <= upto_epoch]
 
 
+# One jitted function for every run of the process: runs over the same
+# (n, batch_size) share its compiled program.
+_batch_indices = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
+
+
 def stream_order(data_key: jax.Array, n: int, batch_size: int,
                  steps_per_epoch: int) -> Callable[[int], np.ndarray]:
   """epoch -> ids int[steps_per_epoch, batch_size]: the loop's epoch e is
@@ -119,7 +124,7 @@ def stream_order(data_key: jax.Array, n: int, batch_size: int,
   (`data.batch_indices` of data epochs 1, 2, ...). With s = n // batch_size
   (the default) loop epochs and data epochs coincide."""
   per_data_epoch = n // batch_size
-  idx_fn = jax.jit(data_lib.batch_indices, static_argnums=(2, 3))
+  idx_fn = _batch_indices
 
   def order(epoch: int) -> np.ndarray:
     start = (epoch - 1) * steps_per_epoch

@@ -52,7 +52,6 @@ or a training loop (`unsupjax.training.fit`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 
 import chex
@@ -62,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from unsupjax import audio, parallel
+from unsupjax import audio, nn, parallel
 from unsupjax.models.codec.model import LIKELIHOOD_FLOOR, init_prior, likelihood
 from unsupjax.models.gan import losses as gan_losses
 from unsupjax.state import TrainState
@@ -282,12 +281,6 @@ class WaveDiscriminator(linen.Module):
     return logits, feats
 
 
-@functools.lru_cache(maxsize=8)
-def _jitted_init(model: linen.Module):
-  """model.init, jitted once per architecture (modules are hashable)."""
-  return jax.jit(model.init)
-
-
 def init_state(key: chex.PRNGKey, config: AudioCodecConfig,
                example_batch: jax.Array) -> TrainState:
   """A fresh state. example_batch: f32[b, t], t a multiple of config.hop.
@@ -300,10 +293,10 @@ def init_state(key: chex.PRNGKey, config: AudioCodecConfig,
   config.check_length(int(x.shape[1]))
   model = AudioCodecNet(config.channels, config.strides, int(config.latent_dim))
   k_net, k_disc = jax.random.split(key)
-  params = {"net": _jitted_init(model)(k_net, x)["params"],
+  params = {"net": nn.init_variables(model, k_net, x)["params"],
             "prior": init_prior(int(config.latent_dim), int(config.mixtures))}
   if config.adv_weight > 0:
-    params["disc"] = jax.jit(WaveDiscriminator().init)(k_disc, x)["params"]
+    params["disc"] = nn.init_variables(WaveDiscriminator(), k_disc, x)["params"]
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.learning_rate))
   return TrainState.create(params=params, tx=tx, config=config, model=model)
 

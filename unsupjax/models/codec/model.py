@@ -146,8 +146,7 @@ def init_state(key: chex.PRNGKey, config: CodecConfig,
                      f"(image_shape {shape}), got shape {tuple(example_batch.shape[1:])}")
   model = CodecNet(image_shape=shape, hidden=config.hidden,
                    latent_dim=int(config.latent_dim))
-  # One compiled program, not one per initialiser op.
-  net = jax.jit(model.init)(key, jnp.asarray(example_batch[:1]))["params"]
+  net = nn.init_variables(model, key, jnp.asarray(example_batch[:1]))["params"]
   params = {"net": net, "prior": init_prior(int(config.latent_dim), int(config.mixtures))}
   tx = optax.adam(config.learning_rate)
   return CodecState.create(params=params, tx=tx, config=config, model=model,

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from unsupjax import nn as nn_lib
 from unsupjax import parallel
 from unsupjax.models.gan import nets as gan_nets
 from unsupjax.models.gan.config import GANConfig
@@ -147,9 +148,9 @@ def init_state(key: jax.Array, config: GANConfig, example_batch: Any) -> GANStat
   check_data(config, example_batch, "example_batch")
   gen, disc = make_networks(config)
   k_g, k_d, k_state = jax.random.split(key, 3)
-  g_params = gen.init(k_g, jnp.zeros((1, config.latent_dim)))["params"]
+  g_params = nn_lib.init_variables(gen, k_g, jnp.zeros((1, config.latent_dim)))["params"]
   d_in = gan_nets.pack(jnp.zeros((config.pac,) + config.data_shape), config.pac)
-  d_vars = disc.init(k_d, d_in)
+  d_vars = nn_lib.init_variables(disc, k_d, d_in)
   g_tx, d_tx = make_optimizers(config)
   return GANState(
       g=TrainState.create(params=g_params, tx=g_tx, model=gen, ema_decay=config.ema_decay),
