@@ -272,16 +272,16 @@ def test_init_is_one_program_shared_by_equal_models():
 
   x = jnp.zeros((2, 8, 8, 1))
   cfg = ae.AEConfig(hidden=(24, 12), latent_dim=3)  # an architecture no other test uses
-  programs = nn._init_jit._cache_size()
+  programs = nn.init_variables._cache_size()
   s1 = ae.init_state(jax.random.key(5), cfg, x)
-  assert nn._init_jit._cache_size() == programs + 1  # init_state went through it
+  assert nn.init_variables._cache_size() == programs + 1  # init_state went through it
   model = ae.make_model(cfg, x.shape[1:])
   with jax.disable_jit():
     want = model.init(jax.random.key(5), x[:1])["params"]
   chex.assert_trees_all_close(s1.params, want, rtol=1e-6, atol=1e-7)
-  programs = nn._init_jit._cache_size()
+  programs = nn.init_variables._cache_size()
   s2 = nn.init_variables(ae.make_model(ae.AEConfig(hidden=(24, 12), latent_dim=3),
                                        x.shape[1:]), jax.random.key(6), x[:1])["params"]
-  assert nn._init_jit._cache_size() == programs
+  assert nn.init_variables._cache_size() == programs
   assert not np.allclose(s2["encoder"]["dense_0"]["kernel"],
                          s1.params["encoder"]["dense_0"]["kernel"])  # its own key

@@ -30,18 +30,14 @@ KERNEL_INITS = {
 }
 
 
-
 @functools.partial(jax.jit, static_argnums=0)
-def _init_jit(module: nn.Module, rngs: Any, *args: Any) -> Any:
-  return module.init(rngs, *args)
-
-
 def init_variables(module: nn.Module, rngs: Any, *args: Any) -> Any:
   """`module.init(rngs, *args)` as one compiled program instead of one
   dispatch per initialiser and layer, shared by equal modules: Linen
   modules compare by their fields, so every model of one architecture and
   input shape compiles it once per process."""
-  return _init_jit(module, rngs, *args)
+  return module.init(rngs, *args)
+
 
 class MLP(nn.Module):
   """Dense layers `features[0] ... features[-1]`.

@@ -346,6 +346,11 @@ def iwae_nll(state: VAEState, x: jax.Array, key: chex.PRNGKey, k: int,
   return -(acc - jnp.log(float(k)))
 
 
+# One jitted function for every call: datasets evaluated with the same k,
+# chunk and batch shape share its compiled program.
+_iwae_nll_jit = jax.jit(iwae_nll, static_argnames=("k", "chunk"))
+
+
 def dataset_iwae_nll(state: VAEState, x, key: chex.PRNGKey, k: int,
                      batch_size: int = 100, chunk: int = 100) -> float:
   """Mean IWAE-k NLL (nats) over all of x, one compiled call per batch.
@@ -354,7 +359,7 @@ def dataset_iwae_nll(state: VAEState, x, key: chex.PRNGKey, k: int,
   """
   import numpy as np
 
-  fn = jax.jit(functools.partial(iwae_nll, k=k, chunk=chunk))
-  values = [np.asarray(fn(state, x[i:i + batch_size], jax.random.fold_in(key, i)))
+  values = [np.asarray(_iwae_nll_jit(state, x[i:i + batch_size], jax.random.fold_in(key, i),
+                                     k=k, chunk=chunk))
             for i in range(0, len(x), batch_size)]
   return float(np.mean(np.concatenate(values)))

@@ -124,16 +124,15 @@ def stream_order(data_key: jax.Array, n: int, batch_size: int,
   (`data.batch_indices` of data epochs 1, 2, ...). With s = n // batch_size
   (the default) loop epochs and data epochs coincide."""
   per_data_epoch = n // batch_size
-  idx_fn = _batch_indices
 
   def order(epoch: int) -> np.ndarray:
     start = (epoch - 1) * steps_per_epoch
     stop = start + steps_per_epoch
     if steps_per_epoch == per_data_epoch:
-      return np.asarray(idx_fn(data_key, epoch, n, batch_size))
+      return np.asarray(_batch_indices(data_key, epoch, n, batch_size))
     rows = []
     for d in range(start // per_data_epoch, (stop - 1) // per_data_epoch + 1):
-      ids = np.asarray(idx_fn(data_key, d + 1, n, batch_size))
+      ids = np.asarray(_batch_indices(data_key, d + 1, n, batch_size))
       rows.append(ids[max(start - d * per_data_epoch, 0):
                       min(stop - d * per_data_epoch, per_data_epoch)])
     return np.concatenate(rows)
