@@ -1,7 +1,9 @@
 """Two local CPU processes train like one: `jax.distributed` over 127.0.0.1.
 
-Each process has 2 fake CPU devices, joins a coordinator on 127.0.0.1, reads
-its own half of the data (`parallel.process_shard`) and runs `training.fit`
+Each process has 2 fake CPU devices and first runs `unsupjax train ae` in
+process with `--coordinator/--num-processes/--process-id`, which joins the
+coordinator on 127.0.0.1; then, in the same group, it reads its own half of
+the data (`parallel.process_shard`) and runs `training.fit`
 with parallel='sharded' and then 'pmap' (cross-process collectives over
 gloo, JAX's CPU default). Both must end with the parameters of one process
 stepping through the same global batches (each process's rows, in process
@@ -26,12 +28,33 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EPOCHS, BATCH, N = 2, 32, 256
 MODES = ("sharded", "pmap")
 
+# The command line each process runs first, in the run's directory: it
+# joins the coordinator through its own flags.
+CLI_ARGS = ["train", "ae", "--epochs", "2", "--hidden", "32", "--latent-dim", "8",
+            "--batch-size", "64", "--no-progress", "--workdir", "cli"]
+
 WORKER = textwrap.dedent(r"""
-  import os, sys
+  import contextlib, io, os, sys
   pid, port, root = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+  coordinator = f"127.0.0.1:{port}"
+  from unsupjax import cli
+  os.chdir(root)
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    code = cli.main(%(CLI_ARGS)r + ["--coordinator", coordinator, "--num-processes", "2",
+                                    "--process-id", str(pid)])
+  assert code == 0, code
+  with open(f"cli-{pid}.out", "w") as f:
+    f.write(out.getvalue())
   import jax, jax.numpy as jnp, numpy as np
   from unsupjax import parallel
-  assert parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
+  # The same process and group again (the CLI joined it): nothing new.
+  assert parallel.initialize_distributed(coordinator, 2, pid)
+  try:
+    parallel.initialize_distributed(coordinator, 2, 1 - pid)
+    raise AssertionError("no ValueError for another process id")
+  except ValueError as e:
+    assert "already joined a run as process" in str(e), e
   from unsupjax import data
   from unsupjax.models import autoencoder
   from unsupjax import training
@@ -52,7 +75,7 @@ WORKER = textwrap.dedent(r"""
     np.savez(os.path.join(root, f"{mode}-{pid}.npz"),
              **{jax.tree_util.keystr(k): np.asarray(v) for k, v in flat})
     print("done", mode, pid, flush=True)
-""") % dict(N=N, MODES=MODES, EPOCHS=EPOCHS, BATCH=BATCH)
+""") % dict(N=N, MODES=MODES, EPOCHS=EPOCHS, BATCH=BATCH, CLI_ARGS=CLI_ARGS)
 
 
 def _free_port() -> int:
@@ -111,6 +134,8 @@ def two_processes(tmp_path_factory):
   logs = tmp_path_factory.mktemp("multihost")
   from conftest import fake_devices_env
   env = fake_devices_env(2)
+  # A cache of its own: both processes prepare the dataset for the CLI run.
+  env["UNSUPJAX_CACHE_DIR"] = str(logs / "cache")
 
   run = logs / "run"
   run.mkdir()
@@ -143,11 +168,26 @@ def one_process():
 
 @pytest.mark.slow
 def test_two_processes_end_like_one_and_write_once(two_processes, one_process):
-  """Both processes end with the one-device parameters, in every mode; the
-  records are written once and the checkpoint restores to them. (One test:
-  the two-process fixture runs once, whichever xdist worker takes it.)"""
+  """`unsupjax train ae --coordinator ... --num-processes 2 --process-id I`
+  end to end, then `training.fit` in the same two processes: both end with
+  the one-device parameters, in every mode; the records are written once
+  and the checkpoint restores to them. (One test: the two-process fixture
+  runs once, whichever xdist worker takes it.)"""
   import jax
   from unsupjax import training
+
+  # The CLI: the same numbers on both processes (the timings after them
+  # differ), and the run's files written once (process 0), describing the
+  # 4-device run.
+  lines = [(two_processes / f"cli-{i}.out").read_text().strip().splitlines()[-1].split(" (")[0]
+           for i in range(2)]
+  assert lines[0] == lines[1] and lines[0].startswith("ae on digits: test_mse"), lines
+  cli_run = two_processes / "cli"
+  summary = json.loads((cli_run / "summary.json").read_text())
+  assert summary["device"].startswith("4 x cpu") and summary["steps"] == 2 * (1437 // 64)
+  records = (cli_run / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(r)["epoch"] for r in records] == [1, 2]
+  assert (cli_run / "reconstructions.png").stat().st_size > 0
 
   want = {jax.tree_util.keystr(k): np.asarray(v) for k, v in
           jax.tree_util.tree_flatten_with_path(one_process.params)[0]}
@@ -168,26 +208,3 @@ def test_two_processes_end_like_one_and_write_once(two_processes, one_process):
                     jax.tree.leaves(one_process.params)):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6,
                                  err_msg=f"{mode} restored")
-
-
-@pytest.mark.slow
-def test_cli_two_processes(tmp_path):
-  """`unsupjax train ae --coordinator ... --num-processes 2 --process-id I`
-  end to end: both processes finish with the same result, and the run's
-  files are written once (process 0) and describe the 4-device run."""
-  from conftest import fake_devices_env
-  env = fake_devices_env(2)
-  env["UNSUPJAX_CACHE_DIR"] = str(tmp_path / "cache")
-  args = ["train", "ae", "--epochs", "2", "--hidden", "32", "--latent-dim", "8",
-          "--batch-size", "64", "--no-progress", "--workdir", "run",
-          "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2"]
-  outs = _run_together([[sys.executable, "-m", "unsupjax", *args, "--process-id", str(i)]
-                        for i in range(2)], env, tmp_path, tmp_path / "logs")
-  # The same numbers on both processes (the timings after them differ).
-  lines = [out.strip().splitlines()[-1].split(" (")[0] for out, _ in outs]
-  assert lines[0] == lines[1] and lines[0].startswith("ae on digits: test_mse"), lines
-  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-  assert summary["device"].startswith("4 x cpu") and summary["steps"] == 2 * (1437 // 64)
-  records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-  assert [json.loads(r)["epoch"] for r in records] == [1, 2]
-  assert (tmp_path / "run" / "reconstructions.png").stat().st_size > 0

@@ -316,7 +316,9 @@ def initialize_distributed(coordinator: str | None = None,
   From the arguments, else UNSUPJAX_COORDINATOR / _NUM_PROCESSES /
   _PROCESS_ID, else (on a multi-host cloud TPU, detected from the variables
   TPU VMs set) with no arguments, letting JAX read the TPU metadata. Returns
-  whether it initialised. Must run before anything touches a device.
+  whether this run spans several processes. A second call with the same
+  process count and id (another run in the same process) joins nothing new.
+  Must run before anything touches a device.
   """
   coordinator = coordinator or os.environ.get(ENV_COORDINATOR)
   if num_processes is None and os.environ.get(ENV_NUM_PROCESSES):
@@ -335,6 +337,14 @@ def initialize_distributed(coordinator: str | None = None,
         f"three, got {coordinator!r}, {num_processes!r}, {process_id!r}")
   if num_processes < 1 or not 0 <= process_id < num_processes:
     raise ValueError(f"process_id: expected 0..{num_processes - 1}, got {process_id}")
+  if jax.distributed.is_initialized():
+    # A second run in the same process (a notebook, a script that trains
+    # twice) is already in the group; JAX allows one initialize per process.
+    if (jax.process_count(), jax.process_index()) != (num_processes, process_id):
+      raise ValueError(
+          f"process_id: this process already joined a run as process "
+          f"{jax.process_index()} of {jax.process_count()}, got {process_id} of {num_processes}")
+    return True
   if num_processes == 1:
     return False
   jax.distributed.initialize(coordinator_address=coordinator,
