@@ -8,6 +8,7 @@ their line, so a failure names the check and shows its traceback.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -220,97 +221,85 @@ SCRIPT = textwrap.dedent(r"""
   raises(lambda: fit(parallel="pmap", mode="scan"), "mode", "scan")
   raises(lambda: parallel.resolve("dp"), "parallel", "dp")
   print("ok errors", flush=True)
-""")
 
-CHECKS = ("randomness", "vae", "gan", "codec", "kmeans", "dec", "model_axis", "fit", "errors")
-
-
-@pytest.fixture(scope="module")
-def eight_devices():
-  from conftest import fake_devices_env
-  env = fake_devices_env(8)
-  proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT,
-                        capture_output=True, text=True, timeout=900)
-  return proc
-
-
-@pytest.mark.slow
-def test_eight_devices_equal_one(eight_devices):
-  """Every check of SCRIPT passed (one test: the 8-device subprocess runs
-  once, whichever xdist worker takes it); a failure names the checks."""
-  done = {line.split()[1] for line in eight_devices.stdout.splitlines()
-          if line.startswith("ok ")}
-  missing = [c for c in CHECKS if c not in done]
-  assert not missing, (f"checks {missing} did not pass (exit "
-                       f"{eight_devices.returncode}):\n{eight_devices.stdout}\n"
-                       f"{eight_devices.stderr[-6000:]}")
-
-
-def _cli8_env(tmp_path) -> dict:
-  from conftest import cli_env
-  env = cli_env(tmp_path)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      " --xla_force_host_platform_device_count=8").strip()
-  return env
-
-
-def _cli8(args, tmp_path):
-  return subprocess.run([sys.executable, "-m", "unsupjax", *args], cwd=tmp_path,
-                        env=_cli8_env(tmp_path), capture_output=True, text=True, timeout=600)
-
-
-# Several command lines in one 8-device process: each one's exit code and
-# what it wrote to stderr.
-_CLI_CALLS = textwrap.dedent(r"""
-  import contextlib, io, json, sys
+  # --- the command line on the same 8 devices, in this process: each
+  # call's exit code, stdout and stderr, for test_eight_devices_equal_one.
+  import contextlib, io, json, os, sys
   from unsupjax import cli
+  os.chdir(sys.argv[1])
   results = []
-  for args in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
+  for args in json.loads(sys.argv[2]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
       try:
         code = cli.main(args)
       except SystemExit as e:
         code = e.code
-    results.append([code, err.getvalue()])
-  print(json.dumps(results))
+    results.append([code, out.getvalue(), err.getvalue()])
+  with open("cli.json", "w") as f:
+    json.dump(results, f)
+  print("ok cli", flush=True)
 """)
+
+CHECKS = ("randomness", "vae", "gan", "codec", "kmeans", "dec", "model_axis", "fit", "errors",
+          "cli")
+
+
+# The command lines SCRIPT runs last, each as `unsupjax ARGS` in its
+# directory: deep clustering with pretraining and the IDEC phase both
+# data-parallel, then the clear errors (each with what stderr must say).
+_IDEC = ["train", "idec", "--pretrain-epochs", "1", "--epochs", "1", "--batch-size", "64",
+         "--hidden", "32", "--latent-dim", "4", "--update-interval", "10",
+         "--workdir", "idec", "--no-progress", "--parallel", "sharded"]
+_BAD = ["train", "ae", "--epochs", "1", "--workdir", "bad", "--no-progress"]
+_CLI_ERRORS = [(["--parallel", "pmap", "--batch-size", "36"],
+                "--batch-size: expected a multiple of the 8 devices the batch is split over, got 36"),
+               (["--parallel", "sharded", "--model-axis", "3"], "--model-axis"),
+               (["--coordinator", "127.0.0.1:1"], "--coordinator/--num-processes/--process-id")]
+
+
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory):
+  """SCRIPT's process and the directory its command lines ran in."""
+  import json
+
+  from conftest import fake_devices_env
+  env = fake_devices_env(8)
+  env["UNSUPJAX_CACHE_DIR"] = os.environ["UNSUPJAX_TEST_CACHE"]
+  wd = tmp_path_factory.mktemp("eight")
+  calls = [_IDEC] + [_BAD + args for args, _ in _CLI_ERRORS]
+  proc = subprocess.run([sys.executable, "-c", SCRIPT, str(wd), json.dumps(calls)], env=env,
+                        cwd=ROOT, capture_output=True, text=True, timeout=900)
+  return proc, wd
 
 
 @pytest.mark.slow
-def test_cli_on_eight_devices(tmp_path):
-  """`--parallel` from the command line: a run, and the clear errors. (The
-  loop's pmap path is checked in SCRIPT; the CLI's in two processes in
-  test_multihost.)"""
+def test_eight_devices_equal_one(eight_devices):
+  """Every check of SCRIPT passed, then `--parallel` from the command line:
+  a run, and the clear errors. (One test: the 8-device subprocess runs
+  once, whichever xdist worker takes it; a failure names the checks. The
+  CLI across two processes is in test_multihost.)"""
   import json
 
   from conftest import digits_labels, hungarian_accuracy
 
-  # Deep clustering: pretraining and the IDEC phase both data-parallel.
-  wd = tmp_path / "idec"
-  out = _cli8(["train", "idec", "--pretrain-epochs", "1", "--epochs", "1", "--batch-size",
-               "64", "--hidden", "32", "--latent-dim", "4", "--update-interval", "10",
-               "--workdir", str(wd), "--no-progress", "--parallel", "sharded"], tmp_path)
-  assert out.returncode == 0, out.stderr[-4000:]
-  assert " after 1 epoch (" in out.stdout, out.stdout  # one epoch: no plural
-  summary = json.loads((wd / "summary.json").read_text())
+  proc, wd = eight_devices
+  done = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok ")}
+  missing = [c for c in CHECKS if c not in done]
+  assert not missing, (f"checks {missing} did not pass (exit "
+                       f"{proc.returncode}):\n{proc.stdout}\n{proc.stderr[-6000:]}")
+
+  (code, out, err), *errors = json.loads((wd / "cli.json").read_text())
+  assert code == 0, err[-4000:]
+  assert " after 1 epoch (" in out, out  # one epoch: no plural
+  summary = json.loads((wd / "idec" / "summary.json").read_text())
   assert summary["device"].startswith("8 x cpu") and summary.get("steps", 0) > 0
   # The reported ACC is the Hungarian matching's (scipy) of the saved labels.
   assert summary["acc"] == pytest.approx(
-      hungarian_accuracy(digits_labels(), np.load(wd / "labels.npy")), abs=1e-12)
-
-  bad = ["train", "ae", "--epochs", "1", "--workdir", str(tmp_path / "bad"), "--no-progress"]
-  cases = [(["--parallel", "pmap", "--batch-size", "36"],
-            "--batch-size: expected a multiple of the 8 devices the batch is split over, got 36"),
-           (["--parallel", "sharded", "--model-axis", "3"], "--model-axis"),
-           (["--coordinator", "127.0.0.1:1"], "--coordinator/--num-processes/--process-id")]
-  out = subprocess.run([sys.executable, "-c", _CLI_CALLS,
-                        json.dumps([bad + args for args, _ in cases])], cwd=tmp_path,
-                       env=_cli8_env(tmp_path), capture_output=True, text=True, timeout=300)
-  assert out.returncode == 0, out.stderr[-4000:]
-  for (args, message), (code, err) in zip(cases, json.loads(out.stdout.splitlines()[-1])):
+      hungarian_accuracy(digits_labels(), np.load(wd / "idec" / "labels.npy")), abs=1e-12)
+  for (args, message), (code, _, err) in zip(_CLI_ERRORS, errors, strict=True):
     assert code == 2 and message in err, (args, err[-2000:])
-  assert not (tmp_path / "bad" / "run.json").exists()
+  assert not (wd / "bad" / "run.json").exists()
 
 
 def test_one_process_helpers(monkeypatch):
