@@ -440,6 +440,36 @@ def test_bad_config_and_k():
     dc.manifold_cluster(np.zeros((50, 2), np.float32), 2, seed=0, gmm_restarts=0)
 
 
+def test_manifold_cluster_hands_umap_the_exact_neighbours(monkeypatch):
+  """Below UMAP's exact-search threshold manifold_cluster gives UMAP each
+  row's exact k nearest rows (itself first, at distance 0), checked
+  against a brute-force search; above it UMAP searches on its own. (A
+  stand-in UMAP records its arguments: the real one is in the CLI test;
+  benchmarks/n2d_neighbours.py shows UMAP's graph and embedding unchanged.)"""
+  import types
+  seen = []
+
+  class Recorder:
+    def __init__(self, **kw):
+      seen.append(kw)
+
+    def fit_transform(self, z):
+      return z[:, :2]
+
+  monkeypatch.setitem(__import__("sys").modules, "umap", types.SimpleNamespace(UMAP=Recorder))
+  z = np.asarray(jax.random.normal(jax.random.key(0), (300, 5)))
+  dc.manifold_cluster(z, 3, seed=0, n_neighbors=7, gmm_restarts=1)
+  idx, dist = seen[-1]["precomputed_knn"]
+  d2 = ((z[:, None, :].astype(np.float64) - z[None, :, :]) ** 2).sum(-1)
+  want = np.argsort(d2, axis=1, kind="stable")[:, :7]
+  np.testing.assert_array_equal(idx, want)
+  assert (idx[:, 0] == np.arange(300)).all() and seen[-1]["n_neighbors"] == 7
+  np.testing.assert_allclose(dist, np.sqrt(np.take_along_axis(d2, want, 1)), rtol=1e-6)
+  monkeypatch.setattr(dc, "UMAP_EXACT_BELOW", 300)
+  dc.manifold_cluster(z, 3, seed=0, n_neighbors=7, gmm_restarts=1)
+  assert "precomputed_knn" not in seen[-1]
+
+
 @pytest.mark.slow
 def test_cli_n2d_on_the_pretrained_autoencoder(runs):
   wd = runs / "n2d"

@@ -20,6 +20,7 @@ Does not offer: autoencoder pretraining (train one with `training.fit`).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -94,6 +95,25 @@ def fit(state: DECState, x: np.ndarray, *, key: chex.PRNGKey, max_epochs: float,
   return result, np.asarray(result.state.labels)
 
 
+# UMAP's own threshold: below it, it computes exact nearest neighbours
+# (above, approximate ones with NN-descent).
+UMAP_EXACT_BELOW = 4096
+
+
+def _exact_neighbours(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Each row's k nearest rows of z: f32[n, d], itself among them: (indices
+  i64[n, k], euclidean distances f64[n, k]). The distances are UMAP's:
+  float32 differences, squared, summed in float64."""
+  from sklearn.neighbors import NearestNeighbors
+  idx = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z, return_distance=False)
+  dist = np.empty(idx.shape, np.float64)
+  step = max(1, (1 << 22) // max(1, k * z.shape[1]))  # rows per ~16 MB of differences
+  for i in range(0, len(z), step):
+    diff = z[i:i + step, None, :] - z[idx[i:i + step]]
+    dist[i:i + step] = np.sqrt((diff * diff).astype(np.float64).sum(-1))
+  return idx, dist
+
+
 def manifold_cluster(z: np.ndarray, n_clusters: int, *, seed: int,
                      n_components: int | None = None, n_neighbors: int = 20,
                      min_dist: float = 0.0,
@@ -123,10 +143,22 @@ def manifold_cluster(z: np.ndarray, n_clusters: int, *, seed: int,
     raise ImportError("manifold clustering needs umap-learn: pip install "
                       "'unsupjax[cluster]' (or pip install umap-learn)") from None
   from sklearn.mixture import GaussianMixture
-  reducer = umap.UMAP(n_components=n_components or n_clusters,
-                      n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist,
-                      metric="euclidean", random_state=seed)
-  u = reducer.fit_transform(np.asarray(z, np.float32)).astype(np.float32)
+  z = np.asarray(z, np.float32)
+  k = min(n_neighbors, n - 1)
+  knn = {}
+  if n < UMAP_EXACT_BELOW:
+    # Below this size UMAP finds the exact neighbours itself, through all
+    # pairwise distances and a numba kernel compiled on its first call
+    # (seconds, in every new process). It is handed the same neighbours
+    # instead, found by scikit-learn, with UMAP's own distance arithmetic,
+    # so its graph and embedding are unchanged.
+    knn = {"precomputed_knn": _exact_neighbours(z, k)}
+  reducer = umap.UMAP(n_components=n_components or n_clusters, n_neighbors=k,
+                      min_dist=min_dist, metric="euclidean", random_state=seed, **knn)
+  with warnings.catch_warnings():
+    # Without a search index UMAP cannot embed new points, which N2D never does.
+    warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
+    u = reducer.fit_transform(z).astype(np.float32)
   gmm = GaussianMixture(n_components=n_clusters, covariance_type="full",
                         n_init=int(gmm_restarts), random_state=seed)
   return gmm.fit_predict(u).astype(np.int32), u
