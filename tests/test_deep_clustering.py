@@ -7,6 +7,8 @@ scores against scipy/scikit-learn references, --pretrained, evaluate,
 from __future__ import annotations
 
 import json
+import sys
+import types
 
 import chex
 import jax
@@ -446,7 +448,6 @@ def test_manifold_cluster_hands_umap_the_exact_neighbours(monkeypatch):
   against a brute-force search; above it UMAP searches on its own. (A
   stand-in UMAP records its arguments: the real one is in the CLI test;
   benchmarks/n2d_neighbours.py shows UMAP's graph and embedding unchanged.)"""
-  import types
   seen = []
 
   class Recorder:
@@ -456,7 +457,7 @@ def test_manifold_cluster_hands_umap_the_exact_neighbours(monkeypatch):
     def fit_transform(self, z):
       return z[:, :2]
 
-  monkeypatch.setitem(__import__("sys").modules, "umap", types.SimpleNamespace(UMAP=Recorder))
+  monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=Recorder))
   z = np.asarray(jax.random.normal(jax.random.key(0), (300, 5)))
   dc.manifold_cluster(z, 3, seed=0, n_neighbors=7, gmm_restarts=1)
   idx, dist = seen[-1]["precomputed_knn"]
