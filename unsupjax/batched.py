@@ -1,9 +1,11 @@
 """Applying a function to a whole dataset in fixed-size, padded batches.
 
 `batched_apply(fn, x, batch_size)` cuts x (an array, or a pytree of arrays
-sharing the leading axis) into batches of exactly `batch_size` rows, the
-last one padded with zeros, so a jitted `fn` compiles once for the whole
-dataset; the padded rows are dropped from the result. `pad_batches` is the
+sharing the leading axis) into batches of one size, the last one padded
+with zeros, so a jitted `fn` compiles once for the whole dataset; the
+padded rows are dropped from the result. The size is the smallest power of
+two that holds x, capped at `batch_size`, so datasets of nearby sizes (a
+few samples logged during training, more at the end) share one program. `pad_batches` is the
 same cut as arrays, with a mask, for loops that run on device.
 
 Does not offer: reductions (take them on the result, or use the mask), or
@@ -12,6 +14,7 @@ streaming from disk.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -48,20 +51,35 @@ def pad_batches(x: Any, batch_size: int) -> tuple[Any, np.ndarray]:
   return jax.tree.map(pad_one, x), mask.reshape(nb, batch_size)
 
 
+def bucket_size(n: int, batch_size: int) -> int:
+  """The batch batched_apply uses for n rows: the smallest power of two
+  >= n, at most batch_size."""
+  return max(1, min(batch_size, 1 << max(0, n - 1).bit_length()))
+
+
+def _jitted(fn: Callable) -> Callable:
+  # A jitted function, or a partial of one (parameters bound), keeps its own
+  # compilation cache; wrapping it in a new jit would compile per call.
+  inner = fn.func if isinstance(fn, functools.partial) else fn
+  return fn if hasattr(inner, "lower") else jax.jit(fn)
+
+
 def batched_apply(fn: Callable[[Any], Any], x: Any,
                   batch_size: int = DEFAULT_BATCH) -> Any:
   """fn over all rows of x in padded batches -> fn's outputs for the n rows.
 
   fn: batch [b, ...] (a pytree like x) -> an array or pytree of arrays with
-  leading size b. It is jitted here unless it already is (pass a jitted
-  function to reuse its compilation across calls). Every call sees exactly
-  min(batch_size, n) rows, so it compiles once per dataset shape.
+  leading size b, each row depending on its own input row only. It is
+  jitted here unless it already is, or is a `functools.partial` of a jitted
+  function (pass one of those to reuse its compilation across calls).
+  Every call sees `bucket_size(n, batch_size)` rows.
   Returns host NumPy arrays (a pytree like fn's output) with leading size n.
   """
   n = num_rows(x)
-  f = fn if hasattr(fn, "lower") else jax.jit(fn)
-  size = max(1, min(batch_size, n))
-  batches, _ = pad_batches(x, size)
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+  f = _jitted(fn)
+  batches, _ = pad_batches(x, bucket_size(n, batch_size))
   nb = num_rows(batches)
   outs = [jax.device_get(f(jax.tree.map(lambda a: a[i], batches))) for i in range(nb)]
   return jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts])[:n],

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unsupjax import nn as nn_lib
-from unsupjax.batched import pad_batches
+from unsupjax.batched import batched_apply
 
 FEATURE_DIM = 64
 NUM_CLASSES = 10
@@ -183,25 +183,21 @@ def _apply_batch(params, x, what: str) -> jax.Array:
 
 
 def _apply(params, images, what: str, batch_size: int) -> jax.Array:
-  """Channels become examples ([n, 28, 28, c] -> [n * c, 28, 28, 1]), run in
-  batches of one shape (the last one zero-padded), cut on the host so that
-  no shape-specific program runs outside `_apply_batch`.
+  """Channels become examples ([n, 28, 28, c] -> [n * c, 28, 28, 1]), run
+  through `batched_apply`: batches of one power-of-two size cut on the host,
+  so calls with nearby sample counts (a few samples during training, more
+  at the end, any --samples) share one compiled network and no
+  shape-specific program runs outside `_apply_batch`.
 
-  The batch is the smallest power of two that holds every image (at most
-  batch_size), so calls with nearby sample counts (a few samples during
-  training, more at the end, any --samples) share one compiled network.
   A Python loop over jitted batches rather than `lax.map`: XLA's CPU
   backend ran convolutions inside a loop ~20x slower than as separate calls
   (see scripts/train_feature_net.py).
   """
   images = np.asarray(images)
   n, c = images.shape[0], images.shape[-1]
-  total = n * c
-  x = np.moveaxis(images, -1, 1).reshape(total, 28, 28, 1)
-  bs = min(batch_size, 1 << max(0, total - 1).bit_length())
-  batches, _ = pad_batches(x, bs)
-  out = np.concatenate([np.asarray(_apply_batch(params, b, what)) for b in batches])
-  return jnp.asarray(out[:total].reshape(n, c, -1))
+  x = np.moveaxis(images, -1, 1).reshape(n * c, 28, 28, 1)
+  out = batched_apply(functools.partial(_apply_batch, params, what=what), x, batch_size)
+  return jnp.asarray(out.reshape(n, c, -1))
 
 
 def features(images: jax.Array, net: FeatureNet | None = None, *,

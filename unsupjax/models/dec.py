@@ -40,7 +40,7 @@ import optax
 from flax import struct
 
 from unsupjax import kmeans, parallel
-from unsupjax.batched import num_rows, pad_batches
+from unsupjax.batched import batched_apply
 from unsupjax.distances import sq_distances
 from unsupjax.models import autoencoder
 from unsupjax.state import TrainState
@@ -161,11 +161,8 @@ def embed(state: Any, x: np.ndarray, batch_size: int = EMBED_BATCH) -> np.ndarra
   """The embedding f32[n, d] of x: f32[n, ...] under an autoencoder's state
   or a `DECState` (its encoder), in padded batches (one compile)."""
   params = state.params["ae"] if isinstance(state, DECState) else state.params
-  fn = _encode_fn(state.model)
-  n = num_rows(x)
-  batches, _ = pad_batches(np.asarray(x), max(1, min(batch_size, n)))
-  out = [np.asarray(fn(params, batches[i])) for i in range(len(batches))]
-  return np.concatenate(out)[:n]
+  return batched_apply(functools.partial(_encode_fn(state.model), params),
+                       np.asarray(x), batch_size)
 
 
 def _optimizer(config: DECConfig) -> optax.GradientTransformation:
