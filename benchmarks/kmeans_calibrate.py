@@ -92,6 +92,10 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--cells", default=None,
                  help="d:k,d:k,... (default: the built-in calibration cells)")
+  p.add_argument("--n", type=int, default=None,
+                 help="rows of every cell (default: ~2e8 distance-flops per "
+                      "iteration, 1e4 <= n <= 2e5); a check of the model "
+                      "outside the rows it was fitted on")
   p.add_argument("--reps", type=int, default=3)
   p.add_argument("--max-load", type=float, default=None,
                  help="wait for a 1-minute load average below this per cell")
@@ -117,7 +121,7 @@ def main():
     cells = list(dict.fromkeys((r["d"], r["k"]) for r in rows))
     info = old["machine"]
   for d, k in ([] if args.refit else cells):
-    n = cell_n(d, k)
+    n = cell_n(d, k) if args.n is None else args.n
     load = kt.wait_quiet(args.max_load)
     x = kt.gaussian_data(n, d)
     init = x[np.random.default_rng(1).choice(n, k, replace=False)]
