@@ -44,23 +44,50 @@ def to_uint8_grid(rows: Sequence[np.ndarray], pad: int = 1,
   return out
 
 
+def _label_rows(img, labels: Sequence[str], row_h: int, stride: int, top: int):
+  """img (a PIL image of the grid) with a white margin on the left naming
+  each row, its text centred on the row."""
+  from PIL import Image, ImageDraw, ImageFont
+
+  font = ImageFont.load_default(size=max(11, min(18, row_h // 3)))
+  probe = ImageDraw.Draw(img)
+  margin = int(max(probe.textlength(t, font=font) for t in labels)) + 12
+  white, black = (255, 0) if img.mode == "L" else ((255,) * 3, (0,) * 3)
+  out = Image.new(img.mode, (img.width + margin, img.height), white)
+  out.paste(img, (margin, 0))
+  draw = ImageDraw.Draw(out)
+  for r, text in enumerate(labels):
+    draw.text((margin - 6, top + r * stride + row_h // 2), text, fill=black,
+              font=font, anchor="rm")
+  return out
+
+
 @lead_process_only
 def save_image_grid(path: str | os.PathLike, rows: Sequence[np.ndarray],
-                    pad: int = 1, target_width: int = 800) -> None:
-  """Writes `to_uint8_grid(rows)` as a PNG about `target_width` pixels wide."""
+                    pad: int = 1, target_width: int = 800,
+                    labels: Sequence[str] | None = None) -> None:
+  """Writes `to_uint8_grid(rows)` as a PNG about `target_width` pixels wide
+  (grid alone), with `labels` (one per row, when given) in a left margin."""
   from PIL import Image
 
+  if labels is not None and len(labels) != len(rows):
+    raise ValueError(f"labels: expected one per row ({len(rows)}), got {len(labels)}")
   probe = to_uint8_grid(rows, pad)
   scale = max(1, target_width // probe.shape[1])
   img = to_uint8_grid(rows, pad, scale)
-  Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(path)
+  img = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+  if labels is not None:
+    h = np.shape(rows[0])[1]
+    img = _label_rows(img, labels, h * scale, (h + pad) * scale, pad * scale)
+  img.save(path)
 
 
 @lead_process_only
 def save_reconstructions(path: str | os.PathLike, originals: np.ndarray,
                          reconstructions: np.ndarray) -> None:
   """Originals f32[m, h, w, c] in the top row, reconstructions below."""
-  save_image_grid(path, [np.asarray(originals), np.asarray(reconstructions)])
+  save_image_grid(path, [np.asarray(originals), np.asarray(reconstructions)],
+                  labels=["original", "reconstruction"])
 
 
 @lead_process_only

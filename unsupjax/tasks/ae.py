@@ -56,13 +56,15 @@ def report(run: base.Run) -> dict:
   values = evaluate(run.cfg, state, data, run.key)
   shown = data.test.x[:N_SHOWN]
   x = data.test_x[:N_SHOWN]
-  rows = [shown]
+  rows, labels = [shown], ["original"]
   if state.config.corruption is not None:
     x = autoencoder.corrupt(named(run.key, "eval-noise"), x, state.config.corruption,
                             state.config.noise_level)
     rows.append(np.asarray(x).reshape(shown.shape))
+    labels.append("corrupted input")
   rows.append(np.asarray(autoencoder.reconstruct(state, x)).reshape(shown.shape))
-  plots.save_image_grid(run.workdir / "reconstructions.png", rows)
+  labels.append("reconstruction")
+  plots.save_image_grid(run.workdir / "reconstructions.png", rows, labels=labels)
   return values
 
 

@@ -159,7 +159,8 @@ def report(run: base.Run) -> dict:
   values = _metrics(run.state, run.data, bundle, per_image=True)
   shown = run.data.test.x[:N_SHOWN]
   plots.save_image_grid(run.workdir / "reconstructions.png",
-                        [shown, bundle.reconstruct(bundle.quantise(shown))])
+                        [shown, bundle.reconstruct(bundle.quantise(shown))],
+                        labels=["original", "decoded"])
   values["latent_support"] = [int(w) for w in bundle.tables.width]
   print(f"codec, lambda {run.cfg.lam:g}: test {values['test_coded_stream_bpp']:.4f} bpp coded "
         f"({values['test_bpp']:.4f} bpp by the prior; "

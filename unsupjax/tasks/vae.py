@@ -170,7 +170,8 @@ def _save_pictures(run: base.Run) -> None:
   shown = data.test.x[:N_SHOWN]
   plots.save_image_grid(workdir / "reconstructions.png", [
       shown, np.asarray(data.test_x[:N_SHOWN]).reshape(shown.shape),
-      np.asarray(vae.reconstruct(state, data.test_x[:N_SHOWN])).reshape(shown.shape)])
+      np.asarray(vae.reconstruct(state, data.test_x[:N_SHOWN])).reshape(shown.shape)],
+      labels=["original", "model input", "reconstruction"])
   n = N_SAMPLES * N_SAMPLES
   samples = np.asarray(vae.sample(state, named(run.key, "samples"), n)).reshape(
       (n,) + image_shape)
