@@ -5,8 +5,9 @@ sharing the leading axis) into batches of one size, the last one padded
 with zeros, so a jitted `fn` compiles once for the whole dataset; the
 padded rows are dropped from the result. The size is the smallest power of
 two that holds x, capped at `batch_size`, so datasets of nearby sizes (a
-few samples logged during training, more at the end) share one program. `pad_batches` is the
-same cut as arrays, with a mask, for loops that run on device.
+few samples logged during training, more at the end) share one program.
+`pad_batches` is the same cut as arrays, with a mask, for loops that run
+on device.
 
 Does not offer: reductions (take them on the result, or use the mask), or
 streaming from disk.
@@ -33,12 +34,16 @@ def num_rows(x: Any) -> int:
   return sizes.pop()
 
 
+def _check_batch_size(batch_size: Any) -> None:
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+
+
 def pad_batches(x: Any, batch_size: int) -> tuple[Any, np.ndarray]:
   """x: [n, ...] (or a pytree of them) -> (x padded and reshaped to
   [nb, batch_size, ...], mask f32[nb, batch_size]: 1 on real rows)."""
   n = num_rows(x)
-  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-    raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+  _check_batch_size(batch_size)
   nb = max(1, math.ceil(n / batch_size))
   pad = nb * batch_size - n
 
@@ -76,8 +81,7 @@ def batched_apply(fn: Callable[[Any], Any], x: Any,
   Returns host NumPy arrays (a pytree like fn's output) with leading size n.
   """
   n = num_rows(x)
-  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-    raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+  _check_batch_size(batch_size)
   f = _jitted(fn)
   batches, _ = pad_batches(x, bucket_size(n, batch_size))
   nb = num_rows(batches)

@@ -50,8 +50,7 @@ def _label_rows(img, labels: Sequence[str], row_h: int, stride: int, top: int):
   from PIL import Image, ImageDraw, ImageFont
 
   font = ImageFont.load_default(size=max(11, min(18, row_h // 3)))
-  probe = ImageDraw.Draw(img)
-  margin = int(max(probe.textlength(t, font=font) for t in labels)) + 12
+  margin = int(max(font.getlength(t) for t in labels)) + 12
   white, black = (255, 0) if img.mode == "L" else ((255,) * 3, (0,) * 3)
   out = Image.new(img.mode, (img.width + margin, img.height), white)
   out.paste(img, (margin, 0))
