@@ -60,6 +60,11 @@ SCRIPT = textwrap.dedent(r"""
     # after the first call.
     assert compiles[0] == compiled, compiles[0] - compiled
     sp = parallel.unreplicate(sp)
+    # One device's own copy: no program over every device per leaf (over
+    # several CPU processes, those deadlocked when sent back to back).
+    first = {jax.local_devices()[0]}
+    assert all(a.devices() == first for a in jax.tree.leaves((sp, mp))), \
+        {str(a.devices()) for a in jax.tree.leaves((sp, mp))}
     mesh = parallel.make_mesh()
     sh = parallel.state_sharding(state, mesh)
     ss = parallel.put_state(state, sh)

@@ -159,8 +159,19 @@ def replicate(tree, devices: Sequence[jax.Device] | None = None,
 
 
 def unreplicate(tree):
-  """The first device's copy of a replicated tree."""
-  return jax.tree.map(lambda a: a[0], tree)
+  """The first local device's copy of a replicated tree, on that device.
+
+  Each leaf is read from that device's own shard. Indexing the whole array
+  instead compiles a program over all local devices, with a collective
+  between them, per leaf; over several CPU processes, such programs sent
+  back to back deadlock (docs/guide/parallel.md).
+  """
+  def one(a):
+    if isinstance(a, jax.Array):
+      a = a.addressable_data(0)
+    return a[0]
+
+  return jax.tree.map(one, tree)
 
 
 def split_batch(batch, n_devices: int | None = None):

@@ -262,7 +262,7 @@ def make_runner(train_step: Callable, state, train_x, step_key: jax.Array, *,
       metrics = get_metrics(metrics)
       sums = metrics if sums is None else _add_trees(sums, metrics)
       if pace:
-        jax.block_until_ready(sums)
+        jax.block_until_ready((st, sums))
     return st, to_python(jax.tree.map(lambda s: s / len(ids), sums))
 
   return StepRunner(mode, run, place, host, saved, put_view)
