@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+import warnings
 
 import chex
 import jax
@@ -474,8 +475,16 @@ def test_manifold_cluster_hands_umap_the_exact_neighbours(monkeypatch):
 @pytest.mark.slow
 def test_cli_n2d_on_the_pretrained_autoencoder(runs):
   wd = runs / "n2d"
-  assert main(["train", "n2d", *AE_FLAGS, "--pretrained", str(runs / "aek"),
-               "--workdir", str(wd)]) == 0
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert main(["train", "n2d", *AE_FLAGS, "--pretrained", str(runs / "aek"),
+                 "--workdir", str(wd)]) == 0
+  # The user sees no warning from UMAP or the Gaussian mixture (Python
+  # hides ImportWarning unless asked: UMAP's missing TensorFlow).
+  shown = [f"{w.filename}: {w.message}" for w in caught
+           if ("umap" in w.filename or "sklearn" in w.filename)
+           and not issubclass(w.category, ImportWarning)]
+  assert not shown, shown
   s = _json(wd / "summary.json")
   labels = np.load(wd / "labels.npy")
   assert labels.shape == (1797,) and s["config"]["n_components"] is None

@@ -153,8 +153,11 @@ def manifold_cluster(z: np.ndarray, n_clusters: int, *, seed: int,
     # instead, found by scikit-learn, with UMAP's own distance arithmetic,
     # so its graph and embedding are unchanged.
     knn = {"precomputed_knn": _exact_neighbours(z, k)}
+  # A seeded UMAP runs on one thread; saying so keeps it from warning that
+  # it overrode its default of all cores.
   reducer = umap.UMAP(n_components=n_components or n_clusters, n_neighbors=k,
-                      min_dist=min_dist, metric="euclidean", random_state=seed, **knn)
+                      min_dist=min_dist, metric="euclidean", random_state=seed,
+                      n_jobs=1, **knn)
   with warnings.catch_warnings():
     # Without a search index UMAP cannot embed new points, which N2D never does.
     warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
