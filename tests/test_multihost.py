@@ -84,7 +84,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_together(commands, env, cwd, logdir, timeout=240) -> list[tuple[str, str]]:
+def _run_together(commands, env, cwd, logdir, timeout=120) -> list[tuple[str, str]]:
   """Runs the commands at once (the processes of one run); their (stdout,
   stderr) once all exited 0. Output goes to files, not pipes: an undrained
   pipe of one process would block it mid-run, and the others with it in
