@@ -54,12 +54,16 @@ def cell_n(d: int, k: int) -> int:
 def pass_seconds(x, init, pl, reps: int, target_s: float = 0.1) -> float:
   """Seconds per Lloyd pass (assignment, sums, centre update) of plan pl."""
   n, d = x.shape
-  blocks = lloyd.to_blocks(jnp.asarray(x - x.mean(0)), jnp.ones((n,)),
-                           pl.block)
+  xc = jnp.asarray(x - x.mean(0))
   c0 = jnp.asarray(init - x.mean(0))
 
   @jax.jit
-  def passes(blocks, c, m):
+  def passes(xc, c, m):
+    # Blocks are built inside the program, as in `fit`: passed in as an
+    # argument of shape (1, B, d), XLA:CPU adds a slow layout copy of x
+    # before `segment_sum` that no fit runs.
+    blocks = lloyd.to_blocks(xc, jnp.ones((n,)), pl.block)
+
     def one(_, c):
       _, _, sums, counts = lloyd.assign_blocks(
           blocks, c, pl, with_sums=True, precision=lax.Precision.HIGHEST,
@@ -68,10 +72,10 @@ def pass_seconds(x, init, pl, reps: int, target_s: float = 0.1) -> float:
                        sums / jnp.maximum(counts, 1.0)[:, None], c)
     return lax.fori_loop(0, m, one, c)
 
-  passes(blocks, c0, 1).block_until_ready()
-  t1, _ = kt.best_time(lambda: passes(blocks, c0, 1).block_until_ready(), 1)
+  passes(xc, c0, 1).block_until_ready()
+  t1, _ = kt.best_time(lambda: passes(xc, c0, 1).block_until_ready(), 1)
   m = int(min(200, max(3, target_s / max(t1, 1e-5))))
-  t, _ = kt.best_time(lambda: passes(blocks, c0, m).block_until_ready(), reps)
+  t, _ = kt.best_time(lambda: passes(xc, c0, m).block_until_ready(), reps)
   return t / m
 
 
@@ -100,8 +104,9 @@ def main():
   p.add_argument("--max-load", type=float, default=None,
                  help="wait for a 1-minute load average below this per cell")
   p.add_argument("--refit", default=None,
-                 help="a JSON this script wrote: refit its timings with the "
-                      "current unit counts instead of measuring")
+                 help="JSONs this script wrote, comma-separated: refit their "
+                      "timings together with the current unit counts "
+                      "instead of measuring")
   p.add_argument("--json", default=None)
   args = p.parse_args()
   cells = CELLS if args.cells is None else [
@@ -112,16 +117,17 @@ def main():
   rows = []
   t0 = time.time()
   if args.refit:
-    with open(args.refit) as f:
-      old = json.load(f)
-    rows = old["rows"]
+    for path in args.refit.split(","):
+      with open(path) as f:
+        old = json.load(f)
+      rows += old["rows"]
+      info = old["machine"]
     for r in rows:
       r["counts"] = plan_lib.plan_counts(plan_lib.Plan(**r["plan"]), r["n"],
                                          r["d"], r["k"])
-    cells = list(dict.fromkeys((r["d"], r["k"]) for r in rows))
-    info = old["machine"]
-  for d, k in ([] if args.refit else cells):
-    n = cell_n(d, k) if args.n is None else args.n
+  cells = [(cell_n(d, k) if args.n is None else args.n, d, k)
+           for d, k in cells]
+  for n, d, k in ([] if args.refit else cells):
     load = kt.wait_quiet(args.max_load)
     x = kt.gaussian_data(n, d)
     init = x[np.random.default_rng(1).choice(n, k, replace=False)]
@@ -130,7 +136,7 @@ def main():
                    "s_per_iter": pass_seconds(x, init, pl, args.reps),
                    "counts": plan_lib.plan_counts(pl, n, d, k),
                    "load": load})
-    best = min((r for r in rows if (r["d"], r["k"]) == (d, k)),
+    best = min((r for r in rows if (r["n"], r["d"], r["k"]) == (n, d, k)),
                key=lambda r: r["s_per_iter"])
     print(f"n={n} d={d} k={k}: fastest {plan_name(plan_lib.Plan(**best['plan']))}"
           f" {best['s_per_iter'] * 1e3:.2f} ms/iter (load {load:.1f}, "
@@ -146,9 +152,10 @@ def main():
         "current model's plan | regret |")
   print("|---|---|---|---|---|---|---|---|---|")
   summary = []
-  for d, k in cells:
-    cell = [r for r in rows if (r["d"], r["k"]) == (d, k)]
-    n = cell[0]["n"]
+  if args.refit:
+    cells = list(dict.fromkeys((r["n"], r["d"], r["k"]) for r in rows))
+  for n, d, k in cells:
+    cell = [r for r in rows if (r["n"], r["d"], r["k"]) == (n, d, k)]
     meas = {plan_lib.Plan(**r["plan"]): r["s_per_iter"] for r in cell}
     best = min(meas, key=meas.get)
     # The models choose among today's candidates that were measured.

@@ -55,13 +55,18 @@ CASES = [(4, _p("matmul", "kb", "reduce", "onehot")),
          (4, _p("direct", "kb", "unrolled", "segment")),
          (21, _p("matmul", "kb", "unrolled", "onehot")),
          (21, _p("matmul", "kb", "unrolled", "segment")),
-         (21, _p("direct", "kb", "unrolled", "after"))]
+         (21, _p("direct", "kb", "unrolled", "after")),
+         # one block: the 300 rows are padded to 2048 (`plan.bucket`)
+         (4, kmeans.Plan(2048, "kb", "matmul", "reduce", "segment")),
+         (4, kmeans.Plan(2048, "kb", "direct", "unrolled", "onehot"))]
 
 
 @pytest.mark.parametrize("k, plan", CASES, ids=[
-    f"k{k}-{p.distance}-{p.layout}-{p.argmin}-{p.sums}" for k, p in CASES])
+    f"k{k}-{p.distance}-{p.layout}-{p.argmin}-{p.sums}-b{p.block}"
+    for k, p in CASES])
 def test_forced_plan_matches_sklearn(blobs, k, plan):
-  """300 rows in blocks of 64 (the last one padded), with weights."""
+  """300 rows, padded to 2048, in blocks of 64 or in one block, with
+  weights."""
   x = blobs
   w = np.random.default_rng(k).uniform(0.5, 2.0, len(x)).astype(np.float32)
   init = _init(x, k, seed=k)
@@ -140,6 +145,19 @@ def test_chosen_plans_are_valid_and_cheapest_candidates():
   assert kmeans.choose_plan(10**4, 8, 5, block_size=77).block == 77
   assert kmeans.default_block_size(10**4, 8, 5) == kmeans.choose_plan(
       10**4, 8, 5).block
+
+
+def test_one_block_candidate_only_while_its_distances_fit():
+  """All rows as one block is weighed while its distances fit in
+  ONE_BLOCK_BYTES; past that, only blocks sized to BLOCK_BYTES."""
+  fits = plan_lib.ONE_BLOCK_BYTES // (4 * 10)
+  assert {p.block for p in plan_lib.candidate_plans(fits, 32, 10)} >= {fits}
+  too_big = fits + 8
+  blocks = {p.block for p in plan_lib.candidate_plans(too_big, 32, 10)}
+  assert max(blocks) <= plan_lib.MAX_BLOCK
+  # vmapped restarts hold their distances at once
+  blocks = {p.block for p in plan_lib.candidate_plans(fits, 32, 10, 2)}
+  assert max(blocks) <= plan_lib.MAX_BLOCK
 
 
 def test_plan_counts_count_the_work():

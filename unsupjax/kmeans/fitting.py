@@ -185,7 +185,8 @@ def _fit_entry(key, x, k, *, init, n_init, max_iter, tol, sample_weight,
   if plan is not None:  # a given plan may be for these columns (direct form)
     nb_cols = d
   if plan is None:
-    plan = choose_plan(-(-nb_rows // n_dev), nb_cols, k, block_size=block_size)
+    plan = choose_plan(-(-nb_rows // n_dev), nb_cols, k, block_size=block_size,
+                       restarts=n_init if isinstance(init, str) else 1)
   else:
     check_plan(plan)
     if block_size is not None:

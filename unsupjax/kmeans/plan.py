@@ -57,26 +57,26 @@ TILE = 128
 # Seconds per counted unit on XLA:CPU (`plan_counts` names the units),
 # fitted by benchmarks/kmeans_calibrate.py; docs/results/kmeans.md has the run.
 CPU_COSTS = {
-    "iter": 0.000308,        # one iteration's fixed work (update, checks)
-    "row": 0,                # per-row work of any plan (labels, norms)
-    "step": 3.1e-06,         # one block (scan step) of fixed overhead
-    "step_sums": 1.21e-05,   # per block, for sums formed inside the block
-    "flop": 1.22e-11,        # one multiply-add of a skinny matmul
-    "dist_kb": 1.37e-10,     # writing and reading one distance, (k, B)
+    "iter": 0,               # one iteration's fixed work (update, checks)
+    "row": 1.32e-09,         # per-row work of any plan (labels, norms)
+    "step": 4.48e-06,        # one block (scan step) of fixed overhead
+    "step_sums": 3.63e-06,   # per block, for sums formed inside the block
+    "flop": 8.61e-12,        # one multiply-add of a skinny matmul
+    "dist_kb": 1.23e-10,     # writing and reading one distance, (k, B)
     "dist_bk": 0,            # the same, (B, k)
-    "reduce_fast_kb": 0,     # argmin reduction per distance, k' <= 24
-    "reduce_fast_bk": 4.64e-10,
-    "reduce_slow_kb": 2.03e-09,  # argmin reduction per distance above
-    "reduce_slow_bk": 2.13e-09,
-    "unrolled": 2.36e-11,    # unrolled running minimum per distance
-    "tile": 4.8e-06,         # one centre tile of one block
-    "direct": 4.61e-11,      # direct form per (row, centre, feature)
-    "onehot": 4.57e-10,      # one one-hot entry
-    "scatter": 1.78e-10,     # segment_sum per added element
+    "reduce_fast_kb": 6.6e-11,  # argmin reduction per distance, k' <= 24
+    "reduce_fast_bk": 4.56e-10,
+    "reduce_slow_kb": 1.49e-09,  # argmin reduction per distance above
+    "reduce_slow_bk": 1.52e-09,
+    "unrolled": 1.2e-10,     # unrolled running minimum per distance
+    "tile": 1e-05,           # one centre tile of one block
+    "direct": 1.64e-12,      # direct form per (row, centre, feature)
+    "onehot": 7.09e-10,      # one one-hot entry
+    "scatter": 2.12e-10,     # segment_sum per added element
     "scatter_row": 0,        # segment_sum per row
-    "read": 3.73e-10,        # re-reading one element of x ("after")
-    "xcopy": 2.21e-10,       # copying one element of x out of the scan
-    "spill": 1.25e-10,       # per distance or x element of a block past cache
+    "read": 6.49e-11,        # re-reading one element of x ("after")
+    "xcopy": 5.85e-10,       # copying one element of x out of the scan
+    "spill": 7.93e-11,       # per distance or x element of a block past cache
 }
 # XLA:CPU's argmin reduction is fast up to this many entries per row
 # (LLVM unrolls it); past it the loop runs serially.
@@ -86,6 +86,10 @@ REDUCE_FAST_MAX_K = 24
 CACHE_BYTES = 1 << 23
 BLOCK_BYTES = (1 << 18, 1 << 20, 1 << 22, 1 << 24)
 MIN_BLOCK, MAX_BLOCK = 128, 1 << 17
+# All rows as one block is a candidate too while its distances fit in this
+# many bytes: one block runs without the scan, so without copying blocks
+# out of x.
+ONE_BLOCK_BYTES = 1 << 26
 GPU_BLOCK_BYTES = 1 << 27  # ~128 MiB of distances per block on GPU
 
 
@@ -160,9 +164,11 @@ def plan_cost(plan: Plan, n: int, d: int, k: int, costs=None) -> float:
   return sum(v * costs[u] for u, v in plan_counts(plan, n, d, k).items())
 
 
-def candidate_plans(n: int, d: int, k: int) -> list[Plan]:
+def candidate_plans(n: int, d: int, k: int, restarts: int = 1) -> list[Plan]:
   """Every plan the cost model weighs for (n, d, k) on CPU: each distance
-  form, layout, argmin and sums method, at blocks of BLOCK_BYTES."""
+  form, layout, argmin and sums method, at blocks of BLOCK_BYTES, and all
+  n rows as one block while the distances of its `restarts` (vmapped
+  `n_init`) fit in ONE_BLOCK_BYTES."""
   forms = [("matmul", "kb", "reduce"), ("matmul", "bk", "reduce"),
            ("matmul", "kb", "unrolled")]
   if d <= DIRECT_MAX_D and (k <= DIRECT_UNTILED_MAX_K or k > TILE):
@@ -174,20 +180,25 @@ def candidate_plans(n: int, d: int, k: int) -> list[Plan]:
       per_row = _row_bytes(d, _held(padded_k(k, p), p), sums)
       blocks = {even_blocks(n, min(MAX_BLOCK, max(MIN_BLOCK, b // per_row)))
                 for b in BLOCK_BYTES}
+      if 4 * n * _held(padded_k(k, p), p) * restarts <= ONE_BLOCK_BYTES:
+        blocks.add(n)
       out += [p._replace(block=b) for b in sorted(blocks)]
   return out
 
 
 def choose_plan(n: int, d: int, k: int, backend: str | None = None,
-                block_size: int | None = None, costs=None) -> Plan:
+                block_size: int | None = None, costs=None,
+                restarts: int = 1) -> Plan:
   """The plan the cost model predicts fastest for n rows (per device), d
-  features and k centres; `block_size` overrides its block."""
+  features and k centres, run for `restarts` vmapped restarts at once
+  (they bound the one-block candidate's memory); `block_size` overrides
+  its block."""
   backend = backend or jax.default_backend()
   if backend != "cpu":  # few large blocks; XLA's GPU/TPU reductions are fine
     b = max(4096, GPU_BLOCK_BYTES // (4 * max(k, 1)))
     plan = Plan(even_blocks(n, b), "bk", "matmul", "reduce", "segment")
   else:
-    plan = min(candidate_plans(n, d, k),
+    plan = min(candidate_plans(n, d, k, restarts),
                key=lambda p: plan_cost(p, n, d, k, costs))
   if block_size is not None:
     plan = plan._replace(block=int(block_size))
