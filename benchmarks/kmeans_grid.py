@@ -91,6 +91,10 @@ def lloyd_cell(n, d, k, iters, reps, budget_s, max_data_gb,
     return out
   out["sklearn_s_per_iter"] = (min(sk[b]) - min(sk[a])) / its_sk
   out["unsupjax_s_per_iter"] = (min(us[b]) - min(us[a])) / its_us
+  if min(out["sklearn_s_per_iter"], out["unsupjax_s_per_iter"]) <= 0:
+    # the b - a iterations took less than the runs' timing noise
+    out["skipped"] = "timing noise: t(b) <= t(a)"
+    return out
   out["speedup"] = out["sklearn_s_per_iter"] / out["unsupjax_s_per_iter"]
   out["label_mismatches"] = int(np.sum(np.asarray(res.labels) != est.labels_))
   out["label_mismatches_at_a"] = int(np.sum(
@@ -224,8 +228,10 @@ def heat_map(cells, path, title):
           ax.text(j, i, txt, ha="center", va="center", fontsize=11,
                   color="white" if dark else "black")
         else:
-          ax.text(j, i, "skip", ha="center", va="center", fontsize=9,
-                  color="#555555")
+          noise = c is not None and ("noise" in c.get("skipped", "")
+                                     or c.get("speedup", 1.0) <= 0)
+          ax.text(j, i, "noise" if noise else "skip", ha="center",
+                  va="center", fontsize=9, color="#555555")
     ax.set_xticks(range(len(ks)), [str(k) for k in ks], fontsize=11)
     ax.set_yticks(range(len(ds)), [str(d) for d in ds], fontsize=11)
     ax.set_xlabel("k (clusters)", fontsize=12)

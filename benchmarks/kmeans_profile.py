@@ -12,7 +12,18 @@
    whether each library's labels are the float64 nearest centre of its own
    returned centres, and how many rows have a relative gap below 1e-5
    between their nearest and second-nearest centre.
-4. `trace`: one `kmeans.fit` of `--iters` Lloyd iterations under
+4. `ops`: the floor XLA:CPU's separate ops set on one iteration at
+   `--op-cells` n:d:k (standard normal data, one block of all rows): one
+   read of x (`x.sum(0)`), the nearest centre alone (distance matmul and
+   argmin in the (k, n) or (n, k) layout, or the unrolled running minimum,
+   whichever is fastest), the per-cluster
+   sums alone (the faster of `segment_sum` and the one-hot matmul), against
+   scikit-learn's whole iteration from the same centres. A floor for the
+   one-block plans the cost model picks at small k: where the nearest
+   centre plus the sums take longer than scikit-learn's iteration, no such
+   plan reaches it. (Not for blocked plans: over all rows at once, the
+   distances leave the cache, which blocks avoid.)
+5. `trace`: one `kmeans.fit` of `--iters` Lloyd iterations under
    `jax.profiler`, XLA's executed thunks summed by name (per iteration:
    divide by the iteration count) for each cell of `--cells`, with the
    plan the cost model picks or one given by `--plan`.
@@ -133,6 +144,46 @@ def ties_cell(n, d, k, iters):
   return r
 
 
+def _onehot_sums(x, lab, k, precision):
+  member = (lab[None] == jnp.arange(k)[:, None]).astype(jnp.float32)
+  return jnp.dot(member, x, precision=precision), jnp.sum(member, 1)
+
+
+def ops_cell(n, d, k, reps):
+  x = kt.noise_data(n, d)
+  init = x[np.random.default_rng(1).choice(n, k, replace=False)].copy()
+  xj, c = jnp.asarray(x - x.mean(0)), jnp.asarray(init - x.mean(0))
+  lab = jnp.asarray(np.random.default_rng(2).integers(0, k, n), jnp.int32)
+  csq = jnp.sum(c * c, axis=1)
+  hi = jax.lax.Precision.HIGHEST
+  fns = {
+      "read_x": (lambda x: jnp.sum(x, 0), (xj,)),
+      "nearest_kb": (lambda c, x: jnp.argmin(
+          csq[:, None] - 2 * jnp.dot(c, x.T, precision=hi), 0), (c, xj)),
+      "nearest_bk": (lambda c, x: jnp.argmin(
+          csq[None] - 2 * jnp.dot(x, c.T, precision=hi), 1), (c, xj)),
+      "nearest_unrolled": (lambda c, x: lloyd._first_min(
+          csq[:, None] - 2 * jnp.dot(c, x.T, precision=hi))[0], (c, xj)),
+      "sums_segment": (lambda x, l: (jax.ops.segment_sum(x, l, k),
+                                     jnp.bincount(l, length=k)), (xj, lab)),
+      "sums_onehot": (lambda x, l: _onehot_sums(x, l, k, hi), (xj, lab)),
+  }
+  r = {"n": n, "d": d, "k": k}
+  for name, (f, a) in fns.items():
+    g = jax.jit(f)
+    jax.block_until_ready(g(*a))
+    r[name + "_ms"] = kt.best_time(
+        lambda: jax.block_until_ready(g(*a)), reps)[0] * 1e3
+  r["sklearn_iter_ms"] = kt.sklearn_per_iter(x, init, 2, 7, 3)[0][0] * 1e3
+  near = min(r["nearest_kb_ms"], r["nearest_bk_ms"], r["nearest_unrolled_ms"])
+  sums = min(r["sums_segment_ms"], r["sums_onehot_ms"])
+  r["floor_ms"] = near + sums
+  print(f"| {n} | {d} | {k} | {r['read_x_ms']:.2f} | {near:.2f} | "
+        f"{sums:.2f} | {r['floor_ms']:.2f} | {r['sklearn_iter_ms']:.2f} | "
+        f"{r['sklearn_iter_ms'] / r['floor_ms']:.2f}x |", flush=True)
+  return r
+
+
 def trace_cell(n, d, k, iters, plan=None, top=12):
   x = kt.gaussian_data(n, d)
   init = x[np.random.default_rng(1).choice(n, k, replace=False)].copy()
@@ -174,12 +225,15 @@ def trace_cell(n, d, k, iters, plan=None, top=12):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--sections", default="argmin,tile,ties,trace")
+  p.add_argument("--sections", default="argmin,tile,ties,ops,trace")
   p.add_argument("--argmin-n", type=int, default=100000)
   p.add_argument("--argmin-ks", default="10,24,26,28,32,64,100,1000")
   p.add_argument("--tiles", default="32,64,128,256")
   p.add_argument("--tie-cells", default="100000:784:10:2,100000:128:30:7")
   p.add_argument("--tile-cell", default="16384:32:1000")
+  p.add_argument("--op-cells", default="10000:128:3,10000:784:3,"
+                 "100000:32:3,100000:128:3,100000:128:10,100000:784:10,"
+                 "1000000:32:3,1000000:32:10,1000000:128:3,1000000:128:10")
   p.add_argument("--cells", default="100000:32:100,60000:784:10")
   p.add_argument("--iters", type=int, default=20)
   p.add_argument("--plan", default=None,
@@ -208,6 +262,14 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     out["ties"] = [ties_cell(*(int(v) for v in c.split(":")))
                    for c in args.tie_cells.split(",")]
+    print()
+  if "ops" in sections:
+    print("### One iteration's ops alone, ms (best of reps)\n")
+    print("| n | d | k | read x | nearest centre | sums | nearest + sums | "
+          "scikit-learn iteration | best ratio possible |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    out["ops"] = [ops_cell(*(int(v) for v in c.split(":")), args.reps)
+                  for c in args.op_cells.split(",")]
     print()
   if "trace" in sections:
     plan = None

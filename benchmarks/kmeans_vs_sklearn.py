@@ -15,7 +15,7 @@ Prints markdown tables (and writes JSON with --json PATH):
   4. Mini-batch: the same batches fed to `minibatch_fit` (host iterator) and
      to `MiniBatchKMeans.partial_fit`, and `minibatch_fit_arrays` (the loop
      on device, same batch size and epochs); time and full-data inertia.
-  5. `grid`: the per-iteration speed map on Gaussian-blob data over
+  5. `grid`: the per-iteration speed map on standard normal data over
      n x d x k (--grid-n, --grid-d, --grid-k; same initial centres, tol = 0,
      (t(b) - t(a)) / (b - a) iterations from interleaved runs, labels of
      both compared, cells past --cell-budget seconds or --max-data-gb
@@ -37,6 +37,11 @@ Usage:
   nice -n 10 env JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/kmeans_vs_sklearn.py \
       --sections grid,gridfit,dtype --png docs/kmeans_speed_map.png \
       --json benchmarks/results/kmeans_grid.json
+  # the speed map with another calibration's cost model (--costs), and
+  # without the one-block candidate, on this machine:
+  nice -n 10 env JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/kmeans_vs_sklearn.py \
+      --sections grid --costs benchmarks/results/kmeans_calibration_amd.json \
+      --one-block-bytes 0 --json /tmp/kmeans_grid_amd_model.json
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from sklearn import cluster as skc  # noqa: E402
 
 import kmeans_grid  # noqa: E402
 from unsupjax import kmeans  # noqa: E402
-from unsupjax.kmeans import fitting  # noqa: E402
+from unsupjax.kmeans import fitting, plan as plan_lib  # noqa: E402
 
 
 CPU_TIMES: list[float] = []  # process CPU seconds of the last `timed` call
@@ -288,6 +293,13 @@ def main():
   p.add_argument("--dtype-cells", default="100000:32:100,100000:128:30,"
                  "60000:784:10,10000:784:1000",
                  help="n:d:k cells of the dtype comparison")
+  p.add_argument("--costs", default=None,
+                 help="a JSON of benchmarks/kmeans_calibrate.py: plan with "
+                      "its fitted costs instead of plan.CPU_COSTS (compare "
+                      "two cost models on one machine)")
+  p.add_argument("--one-block-bytes", type=int, default=None,
+                 help="plan.ONE_BLOCK_BYTES for this run (0: no one-block "
+                      "candidate)")
   p.add_argument("--png", default=None, help="heat map of the grid")
   p.add_argument("--summarize", default=None,
                  help="a JSON this script wrote: print its grid summaries "
@@ -302,6 +314,11 @@ def main():
       kmeans_grid.heat_map(saved["lloyd_grid"], args.png,
                            _map_title(saved["machine"]))
     return
+  if args.costs:
+    with open(args.costs) as f:
+      plan_lib.CPU_COSTS.update(json.load(f)["costs"])
+  if args.one_block_bytes is not None:
+    plan_lib.ONE_BLOCK_BYTES = args.one_block_bytes
   args.iters = tuple(int(v) for v in args.iters.split(","))
   sections = (set(filter(None, args.sections.split(",")))
               - set(filter(None, args.skip.split(","))))
@@ -312,6 +329,8 @@ def main():
   peak = matmul_peak(args.reps)
   info["f32_matmul_peak_gflops"] = peak / 1e9
   info["load_average_start"] = os.getloadavg()
+  info["plan_costs"] = args.costs or "plan.CPU_COSTS"
+  info["one_block_bytes"] = plan_lib.ONE_BLOCK_BYTES
   print(f"machine: {info['cpu']}, {info['cores']} cores, JAX {info['jax']} "
         f"backend={info['backend']} ({info['devices']} x {info['device']})")
   print(f"scikit-learn BLAS: {info['blas']}")
@@ -502,9 +521,10 @@ def summarize(saved) -> None:
       for k in ks:
         r = cells.get((d, k))
         vals.append("-" if r is None or "speedup" not in r
+                    else "noise" if r["speedup"] <= 0
                     else f"{r['speedup']:.2f}x")
       print(f"| {d} | " + " | ".join(vals) + " |")
-  done = [r for r in rows if "speedup" in r]
+  done = [r for r in rows if r.get("speedup", 0) > 0]
   if done:
     low = [r for r in done if r["d"] <= 128]
     print(f"\nmeasured cells: {len(done)} of {len(rows)}; >= 1.0x: "
