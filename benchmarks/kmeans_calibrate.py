@@ -107,6 +107,9 @@ def main():
                  help="JSONs this script wrote, comma-separated: refit their "
                       "timings together with the current unit counts "
                       "instead of measuring")
+  p.add_argument("--costs", default=None,
+                 help="a JSON this script wrote: its fitted costs stand for "
+                      "the 'current model' column instead of plan.CPU_COSTS")
   p.add_argument("--json", default=None)
   args = p.parse_args()
   cells = CELLS if args.cells is None else [
@@ -144,6 +147,10 @@ def main():
 
   units = list(plan_lib.CPU_COSTS)
   costs = fit_costs(rows, units)
+  current_costs = None
+  if args.costs:
+    with open(args.costs) as f:
+      current_costs = json.load(f)["costs"]
   print("\nCPU_COSTS = {")
   for u in units:
     print(f'    "{u}": {costs[u]:.3g},')
@@ -161,7 +168,8 @@ def main():
     # The models choose among today's candidates that were measured.
     cands = [q for q in meas if q in set(plan_lib.candidate_plans(n, d, k))]
     fitted = min(cands, key=lambda q: plan_lib.plan_cost(q, n, d, k, costs))
-    current = min(cands, key=lambda q: plan_lib.plan_cost(q, n, d, k))
+    current = min(cands, key=lambda q: plan_lib.plan_cost(q, n, d, k,
+                                                          current_costs))
     summary.append({"n": n, "d": d, "k": k, "fastest": best._asdict(),
                     "fitted_choice": fitted._asdict(),
                     "fitted_regret": meas[fitted] / meas[best],
