@@ -45,8 +45,10 @@ def lloyd_cell(n, d, k, iters, reps, budget_s, max_data_gb,
   """One cell of the per-iteration map (a dict; 'skipped' says why).
 
   iters = (a, b): b is raised so the b - a extra iterations take about
-  `target_s` of scikit-learn's time (at most 300 iterations), which keeps
-  the difference of two fit times well above timing noise in small cells.
+  `target_s` of scikit-learn's time, and at least as long as its whole
+  a-iteration fit (at most 300 iterations): the difference of two fit
+  times stays well above timing noise in small cells, and above the
+  variation of the set-up (centring and copying x) in large ones.
   """
   a, b = iters
   out = {"n": n, "d": d, "k": k}
@@ -58,11 +60,14 @@ def lloyd_cell(n, d, k, iters, reps, budget_s, max_data_gb,
     return out
   x = kt.noise_data(n, d)
   init = x[np.random.default_rng(1).choice(n, k, replace=False)].copy()
-  t1, _ = _sk_fit(x, init, a)  # budget probe (an overestimate per iteration)
+  t1, _ = _sk_fit(x, init, a)  # probes: the first call pays one-time costs
   t1, _ = _sk_fit(x, init, a)
-  b = max(b, a + min(300, math.ceil(target_s / (t1 / a))))
+  t2, est = _sk_fit(x, init, a + 4)
+  its = est.n_iter_ - a
+  per_iter = (t2 - t1) / its if its > 0 and t2 > t1 else t1 / a
+  b = max(b, a + min(300, math.ceil(max(target_s, t1) / per_iter)))
   out["iters"] = [a, b]
-  predicted = t1 / a * (a + b) * reps * 2.5
+  predicted = (2 * t1 + per_iter * (b - a)) * reps * 2.5
   if predicted > budget_s:
     out["skipped"] = f"predicted {predicted:.0f} s > {budget_s:.0f} s budget"
     return out
