@@ -128,8 +128,10 @@ def main():
     for r in rows:
       r["counts"] = plan_lib.plan_counts(plan_lib.Plan(**r["plan"]), r["n"],
                                          r["d"], r["k"])
-  cells = [(cell_n(d, k) if args.n is None else args.n, d, k)
-           for d, k in cells]
+    cells = list(dict.fromkeys((r["n"], r["d"], r["k"]) for r in rows))
+  else:
+    cells = [(cell_n(d, k) if args.n is None else args.n, d, k)
+             for d, k in cells]
   for n, d, k in ([] if args.refit else cells):
     load = kt.wait_quiet(args.max_load)
     x = kt.gaussian_data(n, d)
@@ -159,8 +161,6 @@ def main():
         "current model's plan | regret |")
   print("|---|---|---|---|---|---|---|---|---|")
   summary = []
-  if args.refit:
-    cells = list(dict.fromkeys((r["n"], r["d"], r["k"]) for r in rows))
   for n, d, k in cells:
     cell = [r for r in rows if (r["n"], r["d"], r["k"]) == (n, d, k)]
     meas = {plan_lib.Plan(**r["plan"]): r["s_per_iter"] for r in cell}

@@ -233,8 +233,7 @@ def heat_map(cells, path, title):
           ax.text(j, i, txt, ha="center", va="center", fontsize=11,
                   color="white" if dark else "black")
         else:
-          noise = c is not None and ("noise" in c.get("skipped", "")
-                                     or c.get("speedup", 1.0) <= 0)
+          noise = c is not None and "noise" in c.get("skipped", "")
           ax.text(j, i, "noise" if noise else "skip", ha="center",
                   va="center", fontsize=9, color="#555555")
     ax.set_xticks(range(len(ks)), [str(k) for k in ks], fontsize=11)

@@ -521,10 +521,9 @@ def summarize(saved) -> None:
       for k in ks:
         r = cells.get((d, k))
         vals.append("-" if r is None or "speedup" not in r
-                    else "noise" if r["speedup"] <= 0
                     else f"{r['speedup']:.2f}x")
       print(f"| {d} | " + " | ".join(vals) + " |")
-  done = [r for r in rows if r.get("speedup", 0) > 0]
+  done = [r for r in rows if "speedup" in r]
   if done:
     low = [r for r in done if r["d"] <= 128]
     print(f"\nmeasured cells: {len(done)} of {len(rows)}; >= 1.0x: "

@@ -184,9 +184,13 @@ def _fit_entry(key, x, k, *, init, n_init, max_iter, tol, sample_weight,
   nb_rows, nb_cols = bucket(n, d)
   if plan is not None:  # a given plan may be for these columns (direct form)
     nb_cols = d
+  init_centers = None
+  if not isinstance(init, str):
+    init_centers = pad_to(init, k, nb_cols)
+    init, n_init = "array", 1
   if plan is None:
     plan = choose_plan(-(-nb_rows // n_dev), nb_cols, k, block_size=block_size,
-                       restarts=n_init if isinstance(init, str) else 1)
+                       restarts=n_init)
   else:
     check_plan(plan)
     if block_size is not None:
@@ -195,10 +199,6 @@ def _fit_entry(key, x, k, *, init, n_init, max_iter, tol, sample_weight,
     raise ValueError(f"plan: expected d <= {DIRECT_MAX_D} features with "
                      f"distance='direct', got {nb_cols}")
   plan = plan._replace(block=int(plan.block))
-  init_centers = None
-  if not isinstance(init, str):
-    init_centers = pad_to(init, k, nb_cols)
-    init, n_init = "array", 1
   w = checks.as_weights(sample_weight, n)
   if nb_rows != n:
     w = jnp.pad(w, (0, nb_rows - n))

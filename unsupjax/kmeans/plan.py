@@ -177,10 +177,11 @@ def candidate_plans(n: int, d: int, k: int, restarts: int = 1) -> list[Plan]:
   for sums in SUMS:
     for distance, layout, argmin in forms:
       p = Plan(0, layout, distance, argmin, sums, TILE)
-      per_row = _row_bytes(d, _held(padded_k(k, p), p), sums)
+      held = _held(padded_k(k, p), p)
+      per_row = _row_bytes(d, held, sums)
       blocks = {even_blocks(n, min(MAX_BLOCK, max(MIN_BLOCK, b // per_row)))
                 for b in BLOCK_BYTES}
-      if 4 * n * _held(padded_k(k, p), p) * restarts <= ONE_BLOCK_BYTES:
+      if 4 * n * held * restarts <= ONE_BLOCK_BYTES:
         blocks.add(n)
       out += [p._replace(block=b) for b in sorted(blocks)]
   return out
