@@ -13,7 +13,8 @@
    returned centres, and how many rows have a relative gap below 1e-5
    between their nearest and second-nearest centre.
 4. `ops`: the floor XLA:CPU's separate ops set on one iteration at
-   `--op-cells` n:d:k (standard normal data, one block of all rows): one
+   `--op-cells` n:d:k (standard normal data, one block of all rows, the
+   library's own kernels `lloyd.assign_block` and its block sums): one
    read of x (`x.sum(0)`), the nearest centre alone (distance matmul and
    argmin in the (k, n) or (n, k) layout, or the unrolled running minimum,
    whichever is fastest), the per-cluster
@@ -144,36 +145,37 @@ def ties_cell(n, d, k, iters):
   return r
 
 
-def _onehot_sums(x, lab, k, precision):
-  member = (lab[None] == jnp.arange(k)[:, None]).astype(jnp.float32)
-  return jnp.dot(member, x, precision=precision), jnp.sum(member, 1)
-
-
 def ops_cell(n, d, k, reps):
   x = kt.noise_data(n, d)
   init = x[np.random.default_rng(1).choice(n, k, replace=False)].copy()
   xj, c = jnp.asarray(x - x.mean(0)), jnp.asarray(init - x.mean(0))
+  xsq, w = jnp.sum(xj * xj, axis=1), jnp.ones((n,), jnp.float32)
   lab = jnp.asarray(np.random.default_rng(2).integers(0, k, n), jnp.int32)
-  csq = jnp.sum(c * c, axis=1)
   hi = jax.lax.Precision.HIGHEST
-  fns = {
-      "read_x": (lambda x: jnp.sum(x, 0), (xj,)),
-      "nearest_kb": (lambda c, x: jnp.argmin(
-          csq[:, None] - 2 * jnp.dot(c, x.T, precision=hi), 0), (c, xj)),
-      "nearest_bk": (lambda c, x: jnp.argmin(
-          csq[None] - 2 * jnp.dot(x, c.T, precision=hi), 1), (c, xj)),
-      "nearest_unrolled": (lambda c, x: lloyd._first_min(
-          csq[:, None] - 2 * jnp.dot(c, x.T, precision=hi))[0], (c, xj)),
-      "sums_segment": (lambda x, l: (jax.ops.segment_sum(x, l, k),
-                                     jnp.bincount(l, length=k)), (xj, lab)),
-      "sums_onehot": (lambda x, l: _onehot_sums(x, l, k, hi), (xj, lab)),
-  }
+
+  def plan(layout="kb", argmin="reduce", sums="segment"):
+    return kmeans.Plan(n, layout, "matmul", argmin, sums)
+
+  def nearest_of(pl):  # the library's own one-block kernel, labels only
+    return (lambda x, xsq, cp, csq: lloyd.assign_block(
+        x, xsq, cp, csq, pl, hi)[0], (xj, xsq) + lloyd.prepare_centers(c, pl))
+
+  def sums_of(pl):
+    return (lambda x, w, lab: lloyd._block_sums(x, w, lab, k, pl, False, hi),
+            (xj, w, lab))
+
+  fns = {"read_x": (lambda x: jnp.sum(x, 0), (xj,)),
+         "nearest_kb": nearest_of(plan()),
+         "nearest_bk": nearest_of(plan("bk")),
+         "nearest_unrolled": nearest_of(plan(argmin="unrolled")),
+         "sums_segment": sums_of(plan()),
+         "sums_onehot": sums_of(plan(sums="onehot"))}
   r = {"n": n, "d": d, "k": k}
-  for name, (f, a) in fns.items():
+  for name, (f, args) in fns.items():
     g = jax.jit(f)
-    jax.block_until_ready(g(*a))
+    jax.block_until_ready(g(*args))
     r[name + "_ms"] = kt.best_time(
-        lambda: jax.block_until_ready(g(*a)), reps)[0] * 1e3
+        lambda: jax.block_until_ready(g(*args)), reps)[0] * 1e3
   r["sklearn_iter_ms"] = kt.sklearn_per_iter(x, init, 2, 7, 3)[0][0] * 1e3
   near = min(r["nearest_kb_ms"], r["nearest_bk_ms"], r["nearest_unrolled_ms"])
   sums = min(r["sums_segment_ms"], r["sums_onehot_ms"])
